@@ -1,0 +1,1 @@
+"""vadnet model package."""

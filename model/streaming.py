@@ -1,0 +1,291 @@
+"""Exact, batched streaming inference.
+
+A stream's state is (a) the raw samples that do not yet fill a hop, kept on the host,
+and (b) each causal layer's last ``context`` input columns, kept in one slot of
+preallocated tensors on the model's device. One :meth:`StreamBank.advance` call moves
+many streams forward at once, each by its own amount, in one batched forward pass.
+
+Why exact: every layer is a causal conv at its own rate (see ``network.py``). Feeding a
+layer ``[its cached context, the new columns]`` without padding gives exactly the
+columns the offline pass computes, and the cache starts as the zeros the offline pass
+pads with. Streams that move fewer hops than the batch's longest are right-padded; a
+causal layer's valid outputs never read the padding, and each stream's new cache is
+gathered from its own valid end.
+
+End of stream: :meth:`StreamBank.advance` with ``final=True`` zero-pads the partial last
+hop and feeds ``lookahead_frames`` hops of zeros, which is what the offline pass pads
+on the right, so the last frames come out too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import InvalidInputError
+from .network import VadNet
+
+logger = logging.getLogger("vadnet")
+
+
+@dataclass
+class NetState:
+    """Batched per-layer caches: ``a`` is A's raw context (N, a_kernel - a_stride),
+    ``b[i]`` is B layer i's input context (N, b_channels, (b_kernel - 1) * dilation_i)."""
+
+    a: Tensor
+    b: list[Tensor]
+
+    @classmethod
+    def zeros(cls, model: VadNet, n: int, device: torch.device | str = "cpu") -> NetState:
+        p = next(model.parameters())
+        kw = {"device": device, "dtype": p.dtype}
+        a = torch.zeros(n, model.A.filters.context, **kw)
+        b = [
+            torch.zeros(n, layer.conv.in_channels, layer.conv.context, **kw)
+            for layer in model.B.layers
+        ]
+        return cls(a, b)
+
+    def tensors(self) -> list[Tensor]:
+        return [self.a, *self.b]
+
+    def select(self, idx: Tensor) -> NetState:
+        return NetState(self.a.index_select(0, idx), [t.index_select(0, idx) for t in self.b])
+
+    def write(self, idx: Tensor, other: NetState) -> None:
+        for dst, src in zip(self.tensors(), other.tensors(), strict=True):
+            dst.index_copy_(0, idx, src)
+
+    def fill_(self, idx: Tensor, value: float = 0.0) -> None:
+        for t in self.tensors():
+            t.index_fill_(0, idx, value)
+
+    def bytes_per_stream(self) -> int:
+        return sum(t[0].numel() * t.element_size() for t in self.tensors())
+
+
+def _keep_tail(x: Tensor, n_new: Tensor, context: int) -> Tensor:
+    """Last ``context`` valid columns of ``x`` (N, ..., context + n_max) per row, where row
+    r holds ``context + n_new[r]`` valid columns."""
+    steps = torch.arange(context, device=x.device)
+    idx = (n_new.view(-1, 1) + steps.view(1, -1)).view(x.shape[0], *([1] * (x.dim() - 2)), context)
+    return torch.gather(x, -1, idx.expand(*x.shape[:-1], context))
+
+
+@torch.no_grad()
+def stream_step(
+    model: VadNet, state: NetState, x: Tensor, n_hops: Tensor
+) -> tuple[Tensor, NetState]:
+    """Advance a batch of streams by whole hops.
+
+    Args:
+        state: caches of the N streams.
+        x: (N, n_max * hop) new samples at 16 kHz; row r is valid for ``n_hops[r] * hop``.
+        n_hops: (N,) int64, hops each stream moves.
+
+    Returns:
+        causal logits (N, n_max) (row r valid for ``n_hops[r]`` columns) and the new state.
+    """
+    hop = model.hop_samples
+    a_in = torch.cat([state.a, x], dim=1)
+    new_a = _keep_tail(a_in, n_hops * hop, state.a.shape[1])
+    h = model.B.inp(model.A.compress(model.A.filters.forward_valid(a_in.unsqueeze(1))))
+    new_b = []
+    for layer, cache in zip(model.B.layers, state.b, strict=True):
+        inp = torch.cat([cache, h], dim=2)
+        new_b.append(_keep_tail(inp, n_hops, cache.shape[2]))
+        h = layer.mix(h, layer.conv.forward_valid(inp))
+    return model.F(h), NetState(new_a, new_b)
+
+
+@dataclass
+class StepResult:
+    """New probabilities of one stream: frames ``first_frame .. first_frame + len(probs) - 1``."""
+
+    first_frame: int
+    probs: np.ndarray
+
+
+@dataclass
+class _Host:
+    """Host-side state of one stream: samples short of a hop and counters."""
+
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    samples_in: int = 0
+    causal_done: int = 0
+    finished: bool = False
+
+
+class StreamBank:
+    """Per-stream state of many streams, advanced together in batched forward passes.
+
+    Slots are opened and closed by the caller (the server's batcher opens one per RPC).
+    Methods are thread-safe, so slots can be opened on the event loop while a worker
+    thread runs :meth:`advance`.
+    """
+
+    def __init__(
+        self, model: VadNet, device: torch.device | str = "cpu", capacity: int = 64
+    ) -> None:
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self._lock = threading.Lock()
+        self._state = NetState.zeros(self.model, capacity, self.device)
+        self._hosts: dict[int, _Host] = {}
+        self._free = list(range(capacity - 1, -1, -1))
+        self._pin = self.device.type == "cuda"
+
+    # --- slots -----------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self._state.a.shape[0]
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def bytes_per_stream(self) -> int:
+        """Device state per stream plus the largest host buffer (one hop less a sample)."""
+        return self._state.bytes_per_stream() + 4 * (self.model.hop_samples - 1)
+
+    def open(self) -> int:
+        """A new stream at sample 0; returns its slot."""
+        with self._lock:
+            if not self._free:
+                self._grow()
+            slot = self._free.pop()
+            self._state.fill_(torch.tensor([slot], device=self.device))
+            self._hosts[slot] = _Host()
+            return slot
+
+    def reset(self, slot: int) -> None:
+        """Start the stream in ``slot`` again at sample 0."""
+        with self._lock:
+            self._host(slot)
+            self._state.fill_(torch.tensor([slot], device=self.device))
+            self._hosts[slot] = _Host()
+
+    def close(self, slot: int) -> None:
+        """Free ``slot`` at once (a client that went away)."""
+        with self._lock:
+            if self._hosts.pop(slot, None) is not None:
+                self._free.append(slot)
+
+    def _host(self, slot: int) -> _Host:
+        try:
+            return self._hosts[slot]
+        except KeyError as e:
+            raise InvalidInputError(f"stream slot {slot} is not open") from e
+
+    def _grow(self) -> None:
+        old = self._state
+        n = old.a.shape[0]
+        self._state = NetState.zeros(self.model, 2 * n, self.device)
+        self._state.write(torch.arange(n, device=self.device), old)
+        self._free.extend(range(2 * n - 1, n - 1, -1))
+        logger.debug("stream bank grown to %s slots", 2 * n)
+
+    # --- compute ---------------------------------------------------------------------
+    def advance(
+        self,
+        slots: Sequence[int],
+        chunks: Sequence[np.ndarray],
+        final: Sequence[bool] | None = None,
+    ) -> list[StepResult]:
+        """Feed ``chunks[i]`` (1-D float32 at 16 kHz, any length) to stream ``slots[i]``.
+
+        With ``final[i]`` the stream ends: its lookahead is flushed and all its remaining
+        frames are returned; the slot stays open until :meth:`close` or :meth:`reset`.
+        Returns one :class:`StepResult` per slot, in order.
+        """
+        final = final if final is not None else [False] * len(slots)
+        if not (len(slots) == len(chunks) == len(final)):
+            raise InvalidInputError("slots, chunks and final must have the same length")
+        if len(set(slots)) != len(slots):
+            raise InvalidInputError("a stream may appear only once per advance() call")
+        hop, la = self.model.hop_samples, self.model.cfg.lookahead_frames
+        with self._lock:
+            hosts = [self._host(s) for s in slots]
+            blocks: list[np.ndarray] = []
+            for h, chunk, fin in zip(hosts, chunks, final, strict=True):
+                if h.finished:
+                    raise InvalidInputError("stream already ended; reset() it to start again")
+                buf = np.concatenate([h.pending, np.asarray(chunk, np.float32).reshape(-1)])
+                h.samples_in += buf.size - h.pending.size
+                whole = buf.size // hop * hop
+                h.pending = buf[whole:]
+                if fin:
+                    h.finished = True
+                    target = -(-h.samples_in // hop) + la if h.samples_in else 0
+                    tail = np.zeros((target - h.causal_done) * hop - whole, np.float32)
+                    tail[: h.pending.size] = h.pending
+                    h.pending = np.zeros(0, np.float32)
+                    blocks.append(np.concatenate([buf[:whole], tail]))
+                else:
+                    blocks.append(buf[:whole])
+            n_hops = [b.size // hop for b in blocks]
+            logits = self._run(slots, blocks, n_hops)
+            out = []
+            for r, (h, n) in enumerate(zip(hosts, n_hops, strict=True)):
+                first = h.causal_done
+                h.causal_done += n
+                drop = max(0, la - first)
+                probs = (
+                    torch.sigmoid(logits[r, drop:n]).numpy()
+                    if n > drop
+                    else np.zeros(0, np.float32)
+                )
+                out.append(StepResult(max(0, first - la), probs.astype(np.float32, copy=False)))
+            return out
+
+    def _run(self, slots: Sequence[int], blocks: list[np.ndarray], n_hops: list[int]) -> Tensor:
+        hop = self.model.hop_samples
+        n_max = max(n_hops, default=0)
+        if n_max == 0:
+            return torch.zeros(len(slots), 0)
+        x = np.zeros((len(slots), n_max * hop), np.float32)
+        for r, b in enumerate(blocks):
+            x[r, : b.size] = b
+        xt = torch.from_numpy(x)
+        n = torch.tensor(n_hops, dtype=torch.int64)
+        idx = torch.tensor(list(slots), dtype=torch.int64)
+        if self._pin:
+            xt, n, idx = (t.pin_memory() for t in (xt, n, idx))
+        xt = xt.to(self.device, non_blocking=True)
+        n = n.to(self.device, non_blocking=True)
+        idx = idx.to(self.device, non_blocking=True)
+        dtype = next(self.model.parameters()).dtype
+        with torch.inference_mode():
+            logits, new = stream_step(self.model, self._state.select(idx), xt.to(dtype), n)
+            self._state.write(idx, new)
+        return logits.float().cpu()
+
+
+class StreamingVAD:
+    """One stream, Silero-style: call it with chunks, ``flush()`` at the end, ``reset()``.
+
+    >>> vad = StreamingVAD(model)
+    >>> probs = np.concatenate([vad(c) for c in chunks] + [vad.flush()])
+    """
+
+    def __init__(self, model: VadNet, device: torch.device | str = "cpu") -> None:
+        self.bank = StreamBank(model, device, capacity=1)
+        self.slot = self.bank.open()
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        """(n,) float32 at 16 kHz -> probabilities of the frames it completed."""
+        return self.bank.advance([self.slot], [chunk])[0].probs
+
+    def flush(self) -> np.ndarray:
+        """End the stream: the remaining frames, lookahead included."""
+        return self.bank.advance([self.slot], [np.zeros(0, np.float32)], [True])[0].probs
+
+    def reset(self) -> None:
+        self.bank.reset(self.slot)

@@ -1,0 +1,1 @@
+"""vadnet service package."""
