@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # torch: the build this machine carries on disk (see README, "Install").
 TORCH := torch==2.14.1 torchaudio==2.11.1
-SAMPLE := tests/data/speech_en.wav
 
 .PHONY: run test lint format protos setup clean bench
 
@@ -19,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/vadnet detect $(SAMPLE)
+	$(BIN)/vadnet serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -220,7 +220,7 @@ class StreamBank:
                 buf = np.concatenate([h.pending, np.asarray(chunk, np.float32).reshape(-1)])
                 h.samples_in += buf.size - h.pending.size
                 whole = buf.size // hop * hop
-                h.pending = buf[whole:]
+                h.pending = buf[whole:].copy()  # a view would pin the whole chunk
                 if fin:
                     h.finished = True
                     target = -(-h.samples_in // hop) + la if h.samples_in else 0

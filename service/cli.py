@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from vadnet.model.errors import VadnetError
 
@@ -36,8 +37,16 @@ def _available() -> dict[str, tuple[str, str]]:
     return {n: v for n, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one stderr line, like every other vadnet error."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vadnet", description="Voice-activity detection.")
+    parser = _OneLineParser(prog="vadnet", description="Voice-activity detection.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in _available().items():

@@ -1,0 +1,411 @@
+"""Accuracy and speed of vadnet against Silero VAD and WebRTC VAD, side by side.
+
+    .venv/bin/python bench/compare.py --cache-dir cache/sources            # the full run
+    .venv/bin/python bench/compare.py --cache-dir /tmp/tiny --quick        # a smoke run
+
+Every system sees the same audio (see ``bench/_data.py``): the fixed dev set training
+evaluates on (speakers and sources never trained on), and dev-split music-only and
+other noise-only clips. Reported per system: frame ROC-AUC and F1 at the default
+threshold (0.5; WebRTC is binary, so its AUC is that of a 0/1 score) on dev, the share
+of frames called speech on the noise-only and music-only clips, and throughput in audio
+seconds per CPU second (``time.process_time``) on ONE thread, clip by clip and in
+batches; for vadnet also batched streaming (``--streams`` streams advanced together in
+``--chunk-ms`` chunks through ``StreamBank``) and the per-stream state size.
+
+Frame grid: everything is scored on vadnet's 16 ms frames; frame ``k`` is samples
+``[256k, 256(k+1))`` at 16 kHz. Silero's 32 ms chunk ``j`` (samples ``[512j, 512(j+1))``)
+gives frames ``2j`` and ``2j+1``; a WebRTC decision on window ``[jL, (j+1)L)`` (``L`` = 480
+samples for 30 ms) goes to every frame whose centre ``256k + 128`` falls in it.
+
+The machine is shared, so absolute speeds move from run to run; the ratios printed at
+the end (all from one run) are what to report. Targets are printed as PASS/FAIL, never
+asserted. Writes JSON to ``--out`` (default ``bench/results/compare.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _helpers next to this file
+
+from _data import ClipGroup, DevSet, load_backgrounds, load_dev  # noqa: E402
+from _systems import SileroSystem, VadnetSystem, WebrtcSystem, n_frames  # noqa: E402
+
+SR = 16_000
+QUICK = {
+    "dev_examples": 4,
+    "max_noise_s": 20.0,
+    "max_clip_s": 10.0,
+    "streams": 4,
+    "batch": 4,
+}
+FULL = {
+    "dev_examples": 400,  # what training evaluates on: 40 min of mixtures
+    "max_noise_s": 300.0,  # per group (music, other noise)
+    "max_clip_s": 30.0,
+    "streams": 256,
+    "batch": 32,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache-dir", default="cache/sources", help="built source cache")
+    p.add_argument("--model", default=None, help="vadnet checkpoint (default: the bundled one)")
+    p.add_argument("--dev-examples", type=int, help="dev mixtures of 6 s (default 400)")
+    p.add_argument("--max-noise-s", type=float, help="seconds of music and of noise (300 each)")
+    p.add_argument("--max-clip-s", type=float, help="piece length of background clips (30)")
+    p.add_argument("--noise-dbfs", type=float, default=-20.0, help="RMS level of backgrounds")
+    p.add_argument("--streams", type=int, help="vadnet streams advanced together (256)")
+    p.add_argument("--chunk-ms", type=int, default=100, help="streaming chunk length")
+    p.add_argument("--batch", type=int, help="clips per call in the batched offline pass (32)")
+    p.add_argument("--webrtc-frame-ms", type=int, default=30, choices=(10, 20, 30))
+    p.add_argument("--out", default="bench/results/compare.json", help="JSON results")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
+    args = p.parse_args(argv)
+    for k, v in (QUICK if args.quick else FULL).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.dev_examples < 1 or args.streams < 1 or args.batch < 1 or args.chunk_ms < 1:
+        p.error("--dev-examples, --streams, --batch and --chunk-ms must be >= 1")
+    return args
+
+
+def single_thread() -> None:
+    """One CPU thread for torch (ONNX Runtime sessions are made single-threaded)."""
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already fixed by an earlier parallel call: intra-op is what runs
+        pass
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def fa_rate(scores: list[np.ndarray]) -> float:
+    """Share of frames called speech (score >= 0.5) over background-only clips."""
+    if not scores:
+        return math.nan
+    s = np.concatenate(scores)
+    return float(np.mean(s >= 0.5))
+
+
+def run_clips(system, clips) -> tuple[list[np.ndarray], float]:
+    """Score clips one by one -> (per-clip frame scores, CPU seconds)."""
+    t0 = time.process_time()
+    out = [system.scores(x) for x in clips]
+    return out, time.process_time() - t0
+
+
+def evaluate(
+    system, dev: DevSet, music: ClipGroup, noise: ClipGroup, batch: int
+) -> tuple[dict, np.ndarray]:
+    """Accuracy on dev, false alarms on backgrounds, single-thread throughputs.
+
+    Returns the results and the dev scores (N, T / 256) on the 16 ms grid.
+    """
+    from vadnet.model.metrics import frame_metrics
+
+    for _ in range(2):  # warm-up: Silero's JIT optimises on its first calls
+        system.scores(dev.audio[0, :SR])
+    dev_scores, dev_cpu = run_clips(system, dev.audio)
+    music_scores, music_cpu = run_clips(system, music.clips)
+    noise_scores, noise_cpu = run_clips(system, noise.clips)
+    dev_probs = np.stack(dev_scores)
+    m = frame_metrics(dev_probs, dev.labels, 0.5)
+    seconds = dev.seconds + music.seconds + noise.seconds
+    cpu = dev_cpu + music_cpu + noise_cpu
+    out = {
+        "kind": system.kind,
+        "dev_auc": m["auc"],
+        "dev_f1": m["f1"],
+        "dev_precision": m["precision"],
+        "dev_recall": m["recall"],
+        "dev_miss_rate": m["miss_rate"],
+        "dev_false_alarm_rate": m["false_alarm_rate"],
+        "fa_music": fa_rate(music_scores),
+        "fa_noise": fa_rate(noise_scores),
+        "audio_s": seconds,
+        "cpu_s": cpu,
+        "xrt_offline": seconds / cpu if cpu > 0 else math.nan,
+        "state_bytes_per_stream": system.state_bytes(),
+    }
+    if system.kind == "probability":  # WebRTC has no batched API
+        t0 = time.process_time()
+        for i in range(0, len(dev.audio), batch):
+            system.scores_batch(dev.audio[i : i + batch])
+        cpu_b = time.process_time() - t0
+        out["xrt_batched"] = dev.seconds / cpu_b if cpu_b > 0 else math.nan
+    else:
+        out["xrt_batched"] = None
+    return out, dev_probs
+
+
+def evaluate_streaming(
+    model, dev: DevSet, offline: np.ndarray, streams: int, chunk_ms: int
+) -> dict:
+    """``streams`` dev clips advanced together through one StreamBank in ``chunk_ms`` chunks.
+
+    Returns throughput, state size and the largest |streaming - offline| probability.
+    """
+    from vadnet.model.streaming import StreamBank
+
+    rows = np.arange(streams) % len(dev.audio)
+    audio = dev.audio[rows]
+    chunk = SR * chunk_ms // 1000
+    steps = math.ceil(audio.shape[1] / chunk)
+    bank = StreamBank(model, "cpu", capacity=streams)
+    warm = bank.open()  # warm-up on a stream of its own, then freed
+    bank.advance([warm], [audio[0, :chunk]], [True])
+    bank.close(warm)
+    slots = [bank.open() for _ in range(streams)]
+    got: list[list[np.ndarray]] = [[] for _ in range(streams)]
+    t0 = time.process_time()
+    for s in range(steps):
+        part = audio[:, s * chunk : (s + 1) * chunk]
+        res = bank.advance(slots, list(part), [s == steps - 1] * streams)
+        for r, step in enumerate(res):
+            got[r].append(step.probs)
+    cpu = time.process_time() - t0
+    probs = np.stack([np.concatenate(g) for g in got])
+    seconds = audio.size / SR
+    return {
+        "streams": streams,
+        "chunk_ms": chunk_ms,
+        "audio_s": seconds,
+        "cpu_s": cpu,
+        "xrt_streaming": seconds / cpu if cpu > 0 else math.nan,
+        "state_bytes_per_stream": bank.bytes_per_stream(),
+        "max_abs_diff_vs_offline": float(np.max(np.abs(probs - offline[rows]))),
+    }
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None or not math.isfinite(a) or not math.isfinite(b) or b == 0:
+        return math.nan
+    return a / b
+
+
+def ratios_and_targets(res: dict, stream: dict) -> tuple[dict, dict]:
+    """The numbers to report from one run, and the three targets (vs the better Silero)."""
+    v, onnx, jit = res["vadnet"], res["silero-onnx"], res["silero-jit"]
+    silero_auc = max(onnx["dev_auc"], jit["dev_auc"])
+    silero_fa = min(onnx["fa_music"], jit["fa_music"])
+    ratios = {
+        "xrt_vadnet_over_silero_onnx": ratio(v["xrt_offline"], onnx["xrt_offline"]),
+        "xrt_batched_vadnet_over_silero_onnx": ratio(v["xrt_batched"], onnx["xrt_batched"]),
+        "xrt_streaming_vadnet_over_silero_onnx": ratio(
+            stream["xrt_streaming"], onnx["xrt_offline"]
+        ),
+        "auc_vadnet_minus_silero": v["dev_auc"] - silero_auc,
+        # A ratio is undefined when Silero has no false alarm at all: the difference is not.
+        "fa_music_vadnet_over_silero": ratio(v["fa_music"], silero_fa),
+        "fa_music_vadnet_minus_silero": v["fa_music"] - silero_fa,
+        "fa_noise_vadnet_minus_silero": v["fa_noise"] - min(onnx["fa_noise"], jit["fa_noise"]),
+    }
+
+    def verdict(ok: bool, *values: float) -> str:
+        if not all(math.isfinite(x) for x in values):
+            return "N/A"
+        return "PASS" if ok else "FAIL"
+
+    targets = {
+        "dev ROC-AUC >= Silero's": verdict(v["dev_auc"] >= silero_auc, v["dev_auc"], silero_auc),
+        "music false alarms <= Silero's": verdict(
+            v["fa_music"] <= silero_fa, v["fa_music"], silero_fa
+        ),
+        "1-thread throughput >= 5x Silero ONNX": verdict(
+            ratios["xrt_vadnet_over_silero_onnx"] >= 5.0, ratios["xrt_vadnet_over_silero_onnx"]
+        ),
+    }
+    return ratios, targets
+
+
+def fmt(x, spec: str = ".4f") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return format(x, spec)
+
+
+def markdown(res: dict, stream: dict, streams: int, chunk_ms: int, batch: int) -> str:
+    head = (
+        "| system | dev ROC-AUC | dev F1 @0.5 | FA noise | FA music "
+        f"| x real time, 1 thread | x real time, batch {batch} | state / stream |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for name, r in res.items():
+        state = r["state_bytes_per_stream"]
+        if name == "vadnet":
+            state = stream["state_bytes_per_stream"]
+        rows.append(
+            f"| {name}{' (binary)' if r['kind'] == 'binary' else ''} | {fmt(r['dev_auc'])} "
+            f"| {fmt(r['dev_f1'])} | {fmt(r['fa_noise'], '.3f')} | {fmt(r['fa_music'], '.3f')} "
+            f"| {fmt(r['xrt_offline'], '.0f')} | {fmt(r['xrt_batched'], '.0f')} "
+            f"| {f'{state} B' if state else 'n/a'} |"
+        )
+    rows.append(
+        f"| vadnet streaming ({streams} streams x {chunk_ms} ms) | | | | "
+        f"| {fmt(stream['xrt_streaming'], '.0f')} | | {stream['state_bytes_per_stream']} B |"
+    )
+    return head + "\n".join(rows) + "\n"
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("torch", "onnxruntime", "silero-vad", "webrtcvad-wheels", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def finite_or_none(obj):
+    """NaN/Inf -> None, so the JSON file is standard JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vadnet.model.errors import VadnetError
+
+    try:
+        return run(argv)
+    except VadnetError as e:  # no cache, bad checkpoint...: one line, like the CLI
+        log(f"error: {e}")
+        return 2
+
+
+def run(argv: list[str] | None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python", *(sys.argv if argv is None else ["bench/compare.py", *argv])])
+    single_thread()
+    host = machine()
+    from vadnet.model.checkpoint import bundled_path, load_model, model_version
+
+    log(f"dev set: {args.dev_examples} mixtures from {args.cache_dir}")
+    dev = load_dev(args.cache_dir, args.dev_examples)
+    music, noise = load_backgrounds(
+        args.cache_dir, args.max_clip_s, args.max_noise_s, args.noise_dbfs
+    )
+    log(
+        f"dev {dev.seconds:.0f} s ({100 * dev.labels.mean():.1f}% speech frames), "
+        f"music {music.seconds:.0f} s in {len(music.clips)} clips, "
+        f"noise {noise.seconds:.0f} s in {len(noise.clips)} clips"
+    )
+    model = load_model(args.model)
+    systems = [
+        VadnetSystem(model),
+        SileroSystem(onnx=True),
+        SileroSystem(onnx=False),
+        *(WebrtcSystem(mode, args.webrtc_frame_ms) for mode in range(4)),
+    ]
+    res, vadnet_dev = {}, None
+    for system in systems:
+        log(f"scoring {system.name} ...")
+        res[system.name], probs = evaluate(system, dev, music, noise, args.batch)
+        if system.name == "vadnet":
+            vadnet_dev = probs
+    log(f"streaming: {args.streams} streams x {args.chunk_ms} ms chunks ...")
+    stream = evaluate_streaming(model, dev, vadnet_dev, args.streams, args.chunk_ms)
+    ratios, targets = ratios_and_targets(res, stream)
+
+    table = markdown(res, stream, args.streams, args.chunk_ms, args.batch)
+    lines = [
+        f"Command: `{command}`",
+        f"Model: {args.model or bundled_path()} (version {model_version(args.model)})",
+        f"Machine: {host['cpu']}, {host['cpu_count']} CPUs, load {host['loadavg_at_start'][0]:.1f}"
+        " at start (shared: compare ratios, not absolute speeds)",
+        f"Audio: dev {dev.seconds:.0f} s ({len(dev.audio)} x 6 s mixtures, "
+        f"{100 * dev.labels.mean():.1f}% speech frames); music {music.seconds:.0f} s "
+        f"({len(music.clips)} clips); other noise {noise.seconds:.0f} s ({len(noise.clips)} clips)",
+        "",
+        table,
+        "FA = share of 16 ms frames called speech on speech-free clips; x real time = audio s "
+        "per CPU s (time.process_time) on one thread.",
+        f"vadnet streaming max |streaming - offline| = {stream['max_abs_diff_vs_offline']:.2e}",
+        "",
+        "Ratios (one run):",
+        *(f"- {k}: {fmt(v, '.3f')}" for k, v in ratios.items()),
+        "",
+        "Targets (vs the better of Silero JIT/ONNX; throughput vs Silero ONNX):",
+        *(f"- {v}: {k}" for k, v in targets.items()),
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "command": command,
+        "model": str(args.model or bundled_path()),
+        "model_version": model_version(args.model),
+        "options": vars(args),
+        "machine": host,
+        "data": {
+            "dev_examples": len(dev.audio),
+            "dev_s": dev.seconds,
+            "dev_speech_frame_share": float(dev.labels.mean()),
+            "dev_frames": int(dev.labels.size),
+            "music_s": music.seconds,
+            "music_clips": len(music.clips),
+            "noise_s": noise.seconds,
+            "noise_clips": len(noise.clips),
+            "noise_frames": int(sum(n_frames(c.size) for c in noise.clips)),
+            "music_frames": int(sum(n_frames(c.size) for c in music.clips)),
+        },
+        "systems": res,
+        "vadnet_streaming": stream,
+        "ratios": ratios,
+        "targets": targets,
+        "markdown": table,
+    }
+    out.write_text(json.dumps(finite_or_none(blob), indent=1) + "\n")
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

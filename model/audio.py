@@ -1,0 +1,299 @@
+"""Audio input: decode raw PCM, G.711 and container files, downmix, resample to 16 kHz.
+
+Everything a user can get wrong here raises :class:`InvalidInputError` with one readable
+line (chained to the library error underneath): a missing or undecodable file, empty
+audio, NaN/Inf samples, a sample rate outside 8..48 kHz, a byte count that is not a
+whole number of samples, an unknown encoding.
+
+Resampling is exact under streaming: :class:`Resampler` wraps ``soxr.ResampleStream``,
+whose output for any chunking of the input (1-sample chunks included) is bit-identical
+to feeding the whole signal at once; ``tests/test_audio.py`` pins that property.
+:func:`resample_to_model_rate` is that same stream fed once with ``last=True``, so the
+server's streamed path and the offline ``vadnet detect`` path see the same samples.
+
+Output length rule: ``n`` input samples at ``r`` Hz give ``floor(n * 16000 / r + 1/2)``
+samples at 16 kHz (the whole stream, after ``last=True``); 16 kHz input passes through
+unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import InvalidInputError
+
+logger = logging.getLogger("vadnet")
+
+ENCODINGS = ("LINEAR16", "FLOAT32", "MULAW", "ALAW")
+MIN_RATE_HZ, MAX_RATE_HZ = 8000, 48000
+MODEL_RATE_HZ = 16000
+
+_SAMPLE_BYTES = {"LINEAR16": 2, "FLOAT32": 4, "MULAW": 1, "ALAW": 1}
+# "HQ" is soxr's default: 20-bit precision, far below what the net can hear.
+_SOXR_QUALITY = "HQ"
+
+
+# --- raw PCM ---------------------------------------------------------------------------
+def _mulaw_table() -> np.ndarray:
+    """ITU-T G.711 mu-law byte -> linear value in [-1, 1] (16-bit scale / 32768)."""
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return (np.where(u & 0x80, -magnitude, magnitude) / 32768.0).astype(np.float32)
+
+
+def _alaw_table() -> np.ndarray:
+    """ITU-T G.711 A-law byte -> linear value in [-1, 1] (16-bit scale / 32768)."""
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    exponent = (a >> 4) & 0x07
+    mantissa = a & 0x0F
+    magnitude = np.where(
+        exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0)
+    )
+    # A-law's sign bit is set for positive values.
+    return (np.where(a & 0x80, magnitude, -magnitude) / 32768.0).astype(np.float32)
+
+
+_MULAW = _mulaw_table()
+_ALAW = _alaw_table()
+
+
+def check_rate(sample_rate_hz: int) -> None:
+    """Raise InvalidInputError unless ``sample_rate_hz`` is an integer in 8000..48000."""
+    if (
+        isinstance(sample_rate_hz, bool)
+        or not isinstance(sample_rate_hz, int | np.integer)
+        or not MIN_RATE_HZ <= sample_rate_hz <= MAX_RATE_HZ
+    ):
+        raise InvalidInputError(
+            f"sample rate {sample_rate_hz!r} Hz is not supported:"
+            f" use an integer rate from {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz"
+        )
+
+
+def check_finite(x: np.ndarray) -> None:
+    """Raise InvalidInputError if ``x`` holds NaN or Inf."""
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise InvalidInputError(f"audio contains {bad} NaN/Inf samples: send finite values")
+
+
+def _check_encoding(encoding: str) -> str:
+    enc = encoding.upper() if isinstance(encoding, str) else encoding
+    if enc not in _SAMPLE_BYTES:
+        raise InvalidInputError(
+            f"unknown audio encoding {encoding!r}: use one of {', '.join(ENCODINGS)}"
+        )
+    return enc
+
+
+def decode_pcm(data: bytes, encoding: str, sample_rate_hz: int) -> np.ndarray:
+    """Raw headerless bytes -> (n,) float32 mono at ``sample_rate_hz``, in [-1, 1].
+
+    ``encoding`` is one of :data:`ENCODINGS` (case-insensitive): LINEAR16 is signed 16-bit
+    little-endian, FLOAT32 is IEEE float little-endian (values beyond +-1 are clipped),
+    MULAW/ALAW are one G.711 byte per sample. Empty bytes give an empty array.
+    """
+    enc = _check_encoding(encoding)
+    check_rate(sample_rate_hz)
+    size = _SAMPLE_BYTES[enc]
+    if len(data) % size:
+        raise InvalidInputError(
+            f"odd byte count: {len(data)} bytes is not a whole number of {enc} samples"
+            f" ({size} bytes each); send complete samples"
+        )
+    if enc == "LINEAR16":
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32768.0)
+    if enc == "FLOAT32":
+        x = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        check_finite(x)
+        # Clip rather than reject: float sources often overshoot +-1 by a hair.
+        return np.clip(x, -1.0, 1.0)
+    table = _MULAW if enc == "MULAW" else _ALAW
+    return table[np.frombuffer(data, dtype=np.uint8)]
+
+
+# --- resampling ------------------------------------------------------------------------
+def resampled_length(num_samples: int, in_rate_hz: int) -> int:
+    """Samples at 16 kHz that ``num_samples`` at ``in_rate_hz`` resample to:
+    ``floor(num_samples * 16000 / in_rate_hz + 1/2)``."""
+    return (2 * num_samples * MODEL_RATE_HZ + in_rate_hz) // (2 * in_rate_hz)
+
+
+class Resampler:
+    """Streaming resampler from ``in_rate_hz`` to 16 kHz; the filter state lives here.
+
+    The concatenated outputs of any sequence of calls (the last with ``last=True``) equal
+    :func:`resample_to_model_rate` of the concatenated inputs, sample for sample.
+    """
+
+    def __init__(self, in_rate_hz: int) -> None:
+        check_rate(in_rate_hz)
+        self.in_rate_hz = int(in_rate_hz)
+        self._stream: soxr.ResampleStream | None = None
+        self._done = False
+        self.reset()
+
+    @property
+    def identity(self) -> bool:
+        return self.in_rate_hz == MODEL_RATE_HZ
+
+    def reset(self) -> None:
+        """Forget all input: the next call starts a new signal."""
+        self._done = False
+        if not self.identity:
+            self._stream = soxr.ResampleStream(
+                self.in_rate_hz, MODEL_RATE_HZ, 1, dtype="float32", quality=_SOXR_QUALITY
+            )
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        """(n,) float32 at ``in_rate_hz`` -> (m,) float32 at 16 kHz, what is ready so far.
+
+        With ``last=True`` the filter's tail is flushed; call :meth:`reset` to reuse.
+        16 kHz input is returned as is (same values, no filtering).
+        """
+        if self._done:
+            raise InvalidInputError("resampler already flushed with last=True; reset() it")
+        x = np.asarray(x)
+        if x.ndim != 1:
+            raise InvalidInputError(f"expected 1-D mono samples, got shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._done = bool(last)
+        if self.identity:
+            return x
+        assert self._stream is not None
+        return self._stream.resample_chunk(x, last=bool(last))
+
+
+def resample_to_model_rate(x: np.ndarray, in_rate_hz: int) -> np.ndarray:
+    """(n,) float32 at ``in_rate_hz`` -> (floor(n * 16000 / in_rate_hz + 1/2),) float32 at
+    16 kHz; the same computation as streaming through :class:`Resampler`."""
+    return Resampler(in_rate_hz)(x, last=True)
+
+
+# --- whole files -----------------------------------------------------------------------
+@dataclass
+class Audio:
+    """Decoded audio ready for the model."""
+
+    samples: np.ndarray  # (n,) float32 mono at 16 kHz
+    input_rate_hz: int
+    num_input_samples: int  # length at the input rate (per channel)
+
+    @property
+    def duration_s(self) -> float:
+        """Duration of the input, from its own sample count and rate."""
+        return self.num_input_samples / self.input_rate_hz
+
+
+def _to_audio(x: np.ndarray, rate: int, name: str) -> Audio:
+    """(n,) or (n, channels) float at ``rate`` -> Audio (checked, downmixed, resampled)."""
+    if x.ndim == 2:
+        x = x.mean(axis=1, dtype=np.float64) if x.shape[1] > 1 else x[:, 0]
+    x = np.asarray(x, dtype=np.float32)
+    if x.size == 0:
+        raise InvalidInputError(f"{name} contains no audio samples")
+    if not np.all(np.isfinite(x)):
+        raise InvalidInputError(f"{name} contains NaN/Inf samples")
+    try:
+        check_rate(int(rate))
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{name}: {e}") from e
+    return Audio(resample_to_model_rate(x, int(rate)), int(rate), int(x.shape[0]))
+
+
+@functools.cache
+def _fallback_available() -> bool:
+    """Whether librosa/audioread could read more than libsndfile: only with a decoder
+    backend beyond audioread's stdlib WAV/AIFF reader (ffmpeg, GStreamer, MAD...).
+    Checked so that a garbage file does not pay seconds of importing librosa."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # its aifc/audioop imports
+            import audioread
+            import audioread.rawread
+    except ImportError:
+        return False
+    return any(b is not audioread.rawread.RawAudioFile for b in audioread.available_backends())
+
+
+def _read_with_librosa(path: Path, name: str) -> tuple[np.ndarray, int]:
+    """Fallback for what libsndfile cannot read (librosa tries audioread/ffmpeg)."""
+    unsupported = f"cannot decode audio from {name}: not a supported audio file"
+    if not _fallback_available():
+        raise InvalidInputError(unsupported)
+    try:
+        import librosa  # optional ("train" extra): only needed for exotic formats
+    except ImportError as e:
+        raise InvalidInputError(unsupported) from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x, rate = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
+    except Exception as e:  # audioread and its backends raise many unrelated types
+        raise InvalidInputError(unsupported) from e
+    # librosa gives (channels, n) for multichannel; we use (n, channels)
+    return (x.T if x.ndim == 2 else x), int(rate)
+
+
+def _read(source: str | Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
+    try:
+        x, rate = sf.read(source, dtype="float32", always_2d=True)
+        return x, int(rate)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        logger.debug("soundfile cannot read %s (%s); trying librosa", name, e)
+        first_error = e
+    if isinstance(source, io.BytesIO):
+        # audioread needs a real file
+        with tempfile.NamedTemporaryFile(suffix=".audio") as f:
+            f.write(source.getvalue())
+            f.flush()
+            try:
+                return _read_with_librosa(Path(f.name), name)
+            except InvalidInputError as e:
+                raise e from first_error
+    try:
+        return _read_with_librosa(Path(source), name)
+    except InvalidInputError as e:
+        raise e from first_error
+
+
+def load_audio(path: str | Path) -> Audio:
+    """Read any file soundfile reads (wav/flac/ogg/mp3...; others via librosa/audioread),
+    downmix channels by their mean and resample to 16 kHz."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"audio file not found: {path}")
+    if not path.is_file():
+        raise InvalidInputError(f"not a regular file: {path}")
+    x, rate = _read(path, str(path))
+    audio = _to_audio(x, rate, str(path))
+    logger.debug("loaded %s: %s samples at %s Hz", path, audio.num_input_samples, rate)
+    return audio
+
+
+def load_audio_bytes(data: bytes) -> Audio:
+    """A whole container file (wav/flac/ogg/...) held in memory -> Audio."""
+    if not data:
+        raise InvalidInputError("the audio file is empty (0 bytes)")
+    x, rate = _read(io.BytesIO(bytes(data)), "the uploaded file")
+    return _to_audio(x, rate, "the uploaded file")
+
+
+def decode_audio(data: bytes, encoding: str, sample_rate_hz: int) -> Audio:
+    """Raw headerless bytes (see :func:`decode_pcm`) -> Audio; empty audio is an error."""
+    x = decode_pcm(data, encoding, sample_rate_hz)
+    if x.size == 0:
+        raise InvalidInputError("the audio contains no samples")
+    return Audio(resample_to_model_rate(x, sample_rate_hz), int(sample_rate_hz), int(x.size))

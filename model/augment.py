@@ -1,0 +1,160 @@
+"""Signal-level augmentations and generated backgrounds for the training mixer.
+
+All functions take and return (n,) float32 arrays at 16 kHz and draw randomness only
+from the ``rng`` they are given, so a mixture is a pure function of its seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+import soxr
+
+logger = logging.getLogger("vadnet")
+
+SR = 16_000
+
+
+# --- generated noise: white, pink, brown, hum, tones, clicks (no babble: that is speech) ---
+def _coloured(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
+    """Noise with power spectrum ~ 1/f**exponent (0 white, 1 pink, 2 brown)."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SR)
+    f[0] = f[1]
+    spec /= f ** (exponent / 2)
+    x = np.fft.irfft(spec, n)
+    return (x / (np.std(x) + 1e-12)).astype(np.float32)
+
+
+def hum(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Mains hum: 50 or 60 Hz and a few harmonics with random weights."""
+    f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.99, 1.01)
+    t = np.arange(n) / SR
+    x = sum(
+        rng.uniform(0, 1) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3))
+        for k in range(1, 8)
+    )
+    return (x / (np.std(x) + 1e-12)).astype(np.float32)
+
+
+def tones(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Beeps, DTMF-like pairs and steady tones, 200 Hz to 4 kHz, on and off."""
+    t = np.arange(n) / SR
+    x = np.zeros(n)
+    for _ in range(rng.integers(1, 4)):
+        f = rng.uniform(200, 4000)
+        env = np.ones(n)
+        if rng.random() < 0.6:  # gated beeps
+            period = rng.uniform(0.1, 1.5)
+            duty = rng.uniform(0.2, 0.8)
+            env = ((t / period) % 1.0 < duty).astype(float)
+        x += env * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3))
+    return (x / (np.std(x) + 1e-12)).astype(np.float32)
+
+
+def clicks(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Sparse clicks and keyboard-like transients over faint white noise."""
+    x = 0.01 * rng.standard_normal(n)
+    k = rng.integers(2, 40) * n // SR + 1
+    for p in rng.integers(0, n, size=k):
+        ln = int(rng.integers(16, 400))
+        seg = rng.standard_normal(ln) * np.exp(-np.arange(ln) / (ln / 5))
+        x[p : p + ln] += seg[: n - p] * rng.uniform(0.2, 1.0)
+    return (x / (np.std(x) + 1e-12)).astype(np.float32)
+
+
+def generated_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """One of: white, pink, brown, hum, tones, clicks, at unit RMS."""
+    kind = rng.integers(6)
+    if kind < 3:
+        return _coloured(rng, n, float(kind))
+    return (hum, tones, clicks)[kind - 3](rng, n)
+
+
+# --- room, channel and level augmentations ---
+def rir_bank(cache_dir: str | Path, count: int = 96, seed: int = 0) -> np.ndarray:
+    """(count, 8000) room impulse responses from pyroomacoustics shoebox rooms (RT60 0.15-0.9 s),
+    cached in ``cache_dir`` because simulating them takes a while."""
+    path = Path(cache_dir) / f"rirs_{count}_{seed}.npy"
+    if path.exists():
+        return np.load(path)
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((count, SR // 2), np.float32)
+    i = 0
+    while i < count:
+        dims = rng.uniform([3, 3, 2.4], [10, 8, 4])
+        rt60 = rng.uniform(0.15, 0.9)
+        try:
+            absorption, max_order = pra.inverse_sabine(rt60, dims)
+        except ValueError:  # an RT60 this room cannot have: draw another room
+            continue
+        room = pra.ShoeBox(
+            dims, fs=SR, materials=pra.Material(absorption), max_order=min(max_order, 12)
+        )
+        room.add_source(rng.uniform(0.5, dims - 0.5))
+        room.add_microphone(rng.uniform(0.5, dims - 0.5))
+        room.compute_rir()
+        h = np.asarray(room.rir[0][0], np.float32)[: SR // 2]
+        out[i, : h.size] = h / (np.abs(h).max() + 1e-9)
+        i += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    logger.info("simulated %s room impulse responses into %s", count, path)
+    return out
+
+
+def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """Convolve with a room response, keeping length and the direct path's level."""
+    y = scipy.signal.fftconvolve(x, rir)[: x.size]
+    return (y * (np.std(x) / (np.std(y) + 1e-12))).astype(np.float32)
+
+
+def mulaw(x: np.ndarray, mu: float = 255.0) -> np.ndarray:
+    """G.711-style 8-bit mu-law quantisation round trip."""
+    y = np.sign(x) * np.log1p(mu * np.abs(np.clip(x, -1, 1))) / np.log1p(mu)
+    y = np.round(y * 127) / 127
+    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
+
+
+def telephone(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Telephone band: 300-3400 Hz band-pass, 8 kHz resampling and (mostly) mu-law."""
+    sos = scipy.signal.butter(
+        4, [rng.uniform(200, 400), rng.uniform(3200, 3600)], "bandpass", fs=SR, output="sos"
+    )
+    y = scipy.signal.sosfilt(sos, x).astype(np.float32)
+    y = soxr.resample(y, SR, 8000)
+    if rng.random() < 0.7:
+        y = mulaw(y)
+    return soxr.resample(y, 8000, SR)[: x.size].astype(np.float32)
+
+
+def random_eq(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """One to three random peaking/shelving-like filters (+-12 dB)."""
+    for _ in range(rng.integers(1, 4)):
+        f = rng.uniform(80, 6000)
+        kind = rng.choice(["lowpass", "highpass", "bandpass"])
+        if kind == "bandpass":
+            wn = [f / 1.5, min(f * 1.5, 7900)]
+        elif kind == "lowpass":
+            wn = max(f, 1000.0)
+        else:
+            wn = min(f, 1000.0)
+        sos = scipy.signal.butter(2, wn, kind, fs=SR, output="sos")
+        g = 10 ** (rng.uniform(-12, 12) / 20)
+        x = x + (g - 1) * scipy.signal.sosfilt(sos, x)
+    return x.astype(np.float32)
+
+
+def clip(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Hard clipping at a random level between 10% and 60% of the peak."""
+    level = rng.uniform(0.1, 0.6) * (np.abs(x).max() + 1e-9)
+    return np.clip(x, -level, level).astype(np.float32)
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-20))

@@ -1,0 +1,184 @@
+"""Users' own recordings for retraining: plain speech/ and noise/ folders to mix, or a
+folder of real recordings with a labels manifest (CSV or JSON of speech segments).
+
+Both become in-memory clip sets shaped like the source cache's ``ClipSet`` (``clips``,
+``clip(i)``, ``clip_labels(i)``), so the same mixer and training loop serve them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import load_audio
+from .errors import InvalidInputError
+from .labels import HOP, frame_labels
+
+logger = logging.getLogger("vadnet")
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
+
+
+@dataclass
+class MemoryClips:
+    """Clips held in memory; ``split`` keeps whole speakers (sub-folders) together."""
+
+    audio: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    clips: list[dict] = field(default_factory=list)
+
+    def clip(self, i: int) -> np.ndarray:
+        return self.audio[i]
+
+    def clip_labels(self, i: int) -> np.ndarray:
+        return self.labels[i]
+
+    def select(self, split: str) -> MemoryClips:
+        keep = [i for i, c in enumerate(self.clips) if c["split"] == split]
+        return MemoryClips(
+            [self.audio[i] for i in keep],
+            [self.labels[i] for i in keep],
+            [self.clips[i] for i in keep],
+        )
+
+    def seconds(self) -> float:
+        return sum(a.size for a in self.audio) / 16_000
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InvalidInputError(f"{folder} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise InvalidInputError(
+            f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}"
+        )
+    return files
+
+
+def _split_of(group: str, dev_fraction: float) -> str:
+    # A stable hash of the speaker/group name, so a group is always on the same side.
+    h = int.from_bytes(group.encode(), "little") % 9973
+    return "dev" if (h * 7919 % 9973) / 9973 < dev_fraction else "train"
+
+
+def folder_clips(folder: str | Path, kind: str, dev_fraction: float = 0.1) -> MemoryClips:
+    """Every audio file under ``folder``; the first sub-folder level is the speaker/group.
+    Speech clips get energy labels (``labels.frame_labels``)."""
+    folder = Path(folder)
+    out = MemoryClips()
+    for p in _audio_files(folder):
+        rel = p.relative_to(folder)
+        group = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        x = load_audio(p).samples
+        out.audio.append(x)
+        out.labels.append(
+            frame_labels(x) if kind == "speech" else np.zeros(-(-x.size // HOP), np.uint8)
+        )
+        out.clips.append(
+            {
+                "source": f"user-{kind}",
+                "speaker": group,
+                "split": _split_of(group, dev_fraction),
+                "path": str(p),
+            }
+        )
+    _ensure_both_splits(out)
+    logger.info("%s: %s %s files, %.1f s", folder, len(out.clips), kind, out.seconds())
+    return out
+
+
+def _ensure_both_splits(clips: MemoryClips) -> None:
+    splits = {c["split"] for c in clips.clips}
+    if splits == {"train"} and len(clips.clips) > 1:
+        clips.clips[-1]["split"] = "dev"
+    elif splits == {"dev"}:
+        clips.clips[0]["split"] = "train"
+
+
+def read_manifest(path: str | Path) -> dict[Path, list[tuple[float, float]]]:
+    """A labels manifest -> {audio path: [(start_s, end_s), ...]}.
+
+    CSV: ``path,start_s,end_s`` rows, one per speech segment (empty start/end for a file
+    with no speech). JSON: ``[{"path": ..., "segments": [[start_s, end_s], ...]}, ...]``.
+    Paths are relative to the manifest's folder.
+    """
+    path = Path(path)
+    base = path.parent
+    out: dict[Path, list[tuple[float, float]]] = {}
+    try:
+        if path.suffix.lower() == ".json":
+            for item in json.loads(path.read_text()):
+                out[base / item["path"]] = [
+                    (float(s), float(e)) for s, e in item.get("segments", [])
+                ]
+        else:
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    segs = out.setdefault(base / row["path"], [])
+                    if (row.get("start_s") or "").strip():
+                        segs.append((float(row["start_s"]), float(row["end_s"])))
+    except FileNotFoundError as e:
+        raise InvalidInputError(f"manifest not found: {path}") from e
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+        raise InvalidInputError(
+            f"bad manifest {path}: {e!r}; expected CSV path,start_s,end_s or JSON [{{path, segments}}]"
+        ) from e
+    if not out:
+        raise InvalidInputError(f"manifest {path} lists no files")
+    return out
+
+
+def segments_to_frames(segments: list[tuple[float, float]], num_samples: int) -> np.ndarray:
+    """Segments in seconds -> (ceil(n/hop),) uint8 labels; a frame is speech if its centre is."""
+    frames = -(-num_samples // HOP)
+    centres = (np.arange(frames) + 0.5) * HOP / 16_000
+    y = np.zeros(frames, np.uint8)
+    for s, e in segments:
+        y[(centres >= s) & (centres < e)] = 1
+    return y
+
+
+def manifest_clips(path: str | Path, dev_fraction: float = 0.1) -> MemoryClips:
+    """Labelled real recordings from a manifest, split by file."""
+    out = MemoryClips()
+    for p, segs in read_manifest(path).items():
+        x = load_audio(p).samples
+        out.audio.append(x)
+        out.labels.append(segments_to_frames(segs, x.size))
+        out.clips.append(
+            {
+                "source": "user-labelled",
+                "speaker": p.stem,
+                "split": _split_of(p.name, dev_fraction),
+                "path": str(p),
+            }
+        )
+    _ensure_both_splits(out)
+    return out
+
+
+class CropMixer:
+    """Examples for labelled recordings: random crops, random gain, the recordings' own
+    labels. Same ``example(rng)`` contract as ``data.Mixer``."""
+
+    def __init__(self, clips: MemoryClips, example_samples: int) -> None:
+        self.clips, self.n = clips, example_samples
+
+    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        i = int(rng.integers(len(self.clips.clips)))
+        x, y = self.clips.clip(i), self.clips.clip_labels(i).astype(np.float32)
+        frames = self.n // HOP
+        out_x = np.zeros(self.n, np.float32)
+        out_y = np.zeros(frames, np.float32)
+        start = int(rng.integers(0, max(1, y.size - frames + 1)))
+        seg = x[start * HOP : start * HOP + self.n]
+        out_x[: seg.size] = seg * 10 ** (rng.uniform(-20, 10) / 20)
+        k = min(frames, y.size - start)
+        out_y[:k] = y[start : start + k]
+        return np.clip(out_x, -1, 1), out_y

@@ -1,0 +1,95 @@
+"""``vadnet serve``: the gRPC streaming server (see docs/service.md for every flag).
+
+SIGTERM or SIGINT drains: health goes NOT_SERVING, new calls are refused, open streams
+get ``--drain-grace-s`` to finish (and their final events), then the process exits 0.
+With ``--workers N`` the parent starts N server processes on one port (SO_REUSEPORT),
+each with its own model and batcher, forwards signals to them and exits when they do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import multiprocessing
+import signal
+import sys
+
+from . import config as config_mod
+
+logger = logging.getLogger("vadnet")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config_mod.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .logs import setup_logging
+
+    cfg = config_mod.from_args(args)
+    setup_logging(cfg.log_format, "DEBUG" if getattr(args, "verbose", False) else None)
+    if cfg.workers > 1:
+        return _supervise(cfg)
+    return serve(cfg)
+
+
+def serve(cfg: config_mod.ServerConfig) -> int:
+    """Run one server process until SIGTERM/SIGINT; returns the exit status (0)."""
+    import torch
+
+    if cfg.effective_torch_threads:
+        torch.set_num_threads(cfg.effective_torch_threads)
+    return asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: config_mod.ServerConfig) -> int:
+    from .server import create_server
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server, port = await create_server(cfg)
+    # One parseable line for scripts and tests that start us with --port 0.
+    logger.info("vadnet serving on port %s metrics %s", port, server.metrics_port)
+    sys.stdout.write(f"vadnet serving on {cfg.host}:{port}\n")
+    sys.stdout.flush()
+    await stop.wait()
+    logger.info("signal received: draining for up to %.1f s", cfg.drain_grace_s)
+    await server.stop(cfg.drain_grace_s)
+    return 0
+
+
+def _worker(cfg_dict: dict, index: int) -> None:
+    from .logs import setup_logging
+
+    cfg = config_mod.ServerConfig(**cfg_dict)
+    if cfg.metrics_port > 0:
+        cfg.metrics_port += index  # each process exports its own registry
+    setup_logging(cfg.log_format)
+    sys.exit(serve(cfg))
+
+
+def _supervise(cfg: config_mod.ServerConfig) -> int:
+    ctx = multiprocessing.get_context("spawn")  # no forked torch/grpc state
+    procs = [
+        ctx.Process(target=_worker, args=(dataclasses.asdict(cfg), i), name=f"vadnet-worker-{i}")
+        for i in range(cfg.workers)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: each worker drains on its own
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
+    codes = [p.exitcode for p in procs]
+    logger.info("workers exited with %s", codes)
+    return 0 if all(c == 0 for c in codes) else 1

@@ -1,0 +1,78 @@
+"""``vadnet train``: build the source cache, train, fine-tune, bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vadnet.model.errors import InvalidInputError
+
+_TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "init", "seed", "epochs",
+                "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "device")  # fmt: skip
+
+
+# TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
+# tests/test_train.py checks they agree.
+DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 24, "steps_per_epoch": 100,
+            "batch_size": 32, "workers": 2, "dev_examples": 400, "lr": 3e-3}  # fmt: skip
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    defaults = DEFAULTS
+    p.add_argument(
+        "--prepare",
+        action="store_true",
+        help="decode the Debian sound packages into --cache-dir and exit",
+    )
+    p.add_argument(
+        "--bundle", metavar="CKPT", help="copy a trained checkpoint into the package and exit"
+    )
+    p.add_argument(
+        "--out",
+        dest="out_dir",
+        default=defaults["out_dir"],
+        help="run folder (default %(default)s)",
+    )
+    p.add_argument(
+        "--cache",
+        dest="cache_dir",
+        default=defaults["cache_dir"],
+        help="source cache (default %(default)s)",
+    )
+    p.add_argument("--speech-dir", help="your speech recordings to mix (sub-folders = speakers)")
+    p.add_argument("--noise-dir", help="your backgrounds to mix the speech over")
+    p.add_argument("--manifest", help="CSV/JSON of speech segments for a folder of your recordings")
+    p.add_argument(
+        "--init",
+        help="checkpoint to start from: a path, bundled or scratch (default: bundled for your data)",
+    )
+    for name in ("seed", "epochs", "steps_per_epoch", "batch_size", "workers", "dev_examples"):
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=defaults[name],
+            help="default %(default)s",
+        )
+    p.add_argument("--lr", type=float, default=defaults["lr"], help="default %(default)s")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vadnet.model import train
+
+    if args.bundle:
+        sys.stdout.write(f"bundled {args.bundle} -> {train.bundle(args.bundle)}\n")
+        return 0
+    if args.prepare:
+        from vadnet.model.sources import build_cache
+
+        sys.stdout.write(f"source cache ready: {build_cache(args.cache_dir)}\n")
+        return 0
+    if args.manifest and args.speech_dir:
+        raise InvalidInputError("give either --manifest or --speech-dir/--noise-dir, not both")
+    cfg = {k: getattr(args, k) for k in _TRAIN_FLAGS}
+    cfg["resume"] = not args.no_resume
+    final = train.train(cfg)
+    sys.stdout.write(f"{final}\n")
+    return 0

@@ -1,0 +1,51 @@
+"""The ONE place that maps vadnet errors to gRPC status codes.
+
+Each :class:`VadnetError` names its code in ``grpc_code``; handlers raise them and
+:func:`abort` turns one into a status with the error's message. Anything else is a bug:
+it is logged with its traceback and the client gets INTERNAL, never UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+
+from vadnet.model.errors import VadnetError
+
+logger = logging.getLogger("vadnet")
+
+
+class StreamTimeoutError(VadnetError):
+    """A stream sent nothing for longer than the idle timeout."""
+
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class UnavailableError(VadnetError):
+    """The server is draining or not ready: retry on another replica."""
+
+    grpc_code = "UNAVAILABLE"
+
+
+def status_code(err: BaseException) -> grpc.StatusCode:
+    """The status code for ``err``: its ``grpc_code``, or INTERNAL for anything else."""
+    if isinstance(err, VadnetError):
+        return getattr(grpc.StatusCode, err.grpc_code, grpc.StatusCode.INTERNAL)
+    return grpc.StatusCode.INTERNAL
+
+
+def status_message(err: BaseException) -> str:
+    """What the client reads: our own message, or a generic one that leaks no internals."""
+    if isinstance(err, VadnetError):
+        return str(err)
+    return "internal error; the server log has the details"
+
+
+async def abort(context: grpc.aio.ServicerContext, err: BaseException) -> NoReturn:
+    """End the RPC with the status of ``err`` (logs a traceback when it is a bug)."""
+    if not isinstance(err, VadnetError):
+        logger.error("unexpected error in %s", type(err).__name__, exc_info=err)
+    await context.abort(status_code(err), status_message(err))
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover

@@ -1,0 +1,445 @@
+"""The ``vadnet.v1.VoiceActivity`` handlers.
+
+A StreamingDetect call runs two coroutines: a reader task (decode -> resample -> submit
+to the batcher) and the handler itself as the writer (await each chunk's future in order
+-> segmenter -> response). The reader pauses when the stream holds more than
+``max_buffered_audio_s`` of audio not yet answered, so gRPC flow control pushes back on
+a client that sends faster than the server computes: nothing buffers without bound.
+
+Idle, too-long and drained streams are found by one sweep a second over all streams
+rather than a timer per message, which keeps the per-message path short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from vadnet.model.audio import MODEL_RATE_HZ, Resampler, decode_audio, decode_pcm, load_audio_bytes
+from vadnet.model.errors import InvalidInputError, ResourceExhaustedError, VadnetError
+from vadnet.model.segmenter import SegmenterOptions, StreamingSegmenter, segment_probs
+from vadnet.v1 import vad_pb2 as pb
+from vadnet.v1 import vad_pb2_grpc as pb_grpc
+
+from .batcher import Batcher, Stream
+from .config import ServerConfig
+from .errors import StreamTimeoutError, UnavailableError, abort, status_code
+from .metrics import Metrics
+
+logger = logging.getLogger("vadnet")
+
+_KIND = {"start": pb.SpeechEvent.SPEECH_START, "end": pb.SpeechEvent.SPEECH_END}
+_SEGMENTER_FIELDS = (
+    "threshold",
+    "neg_threshold",
+    "min_speech_duration_ms",
+    "min_silence_duration_ms",
+    "speech_pad_ms",
+    "max_speech_duration_s",
+)
+# Detect feeds a clip through the batcher in pieces this long, so one long clip
+# shares the model with live streams instead of stalling them.
+_DETECT_PIECE_SAMPLES = 8000
+
+
+def segmenter_options(msg: pb.SegmenterConfig) -> SegmenterOptions:
+    """The options set in ``msg``; unset fields keep SegmenterOptions' defaults."""
+    opts = SegmenterOptions.from_dict(
+        {name: getattr(msg, name) for name in _SEGMENTER_FIELDS if msg.HasField(name)}
+    )
+    opts.validate()
+    return opts
+
+
+def encoding_name(value: int) -> str:
+    if value == pb.AUDIO_ENCODING_UNSPECIFIED or value not in pb.AudioEncoding.values():
+        raise InvalidInputError(
+            f"encoding {value} is not supported: set encoding to LINEAR16, FLOAT32, MULAW or ALAW"
+        )
+    return pb.AudioEncoding.Name(value)
+
+
+@dataclass(eq=False)
+class _Session:
+    """One StreamingDetect call's state."""
+
+    peer: str
+    rate: int = 0
+    encoding: str = ""
+    want_probs: bool = False
+    resampler: Resampler | None = None
+    segmenter: StreamingSegmenter | None = None
+    stream: Stream | None = None
+    input_samples: int = 0
+    max_input_samples: int = 0
+    frames: int = 0
+    buffered: int = 0  # 16 kHz samples submitted but not yet answered
+    resume: asyncio.Future | None = None  # set while the reader waits (backpressure)
+    waiting: asyncio.Future | None = None  # set while the writer waits for a result
+    outbox: deque = field(default_factory=deque)  # (future, input end, n16), _END or error
+    started: float = field(default_factory=time.monotonic)
+    last_read: float = field(default_factory=time.monotonic)
+    reader: asyncio.Task | None = None
+    stop_reason: str | None = None  # "idle", "too_long", "drain": set by the sweep
+
+    def wake_writer(self, _fut: object = None) -> None:
+        w = self.waiting
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None and self.reader is not None and not self.reader.done():
+            self.stop_reason = reason
+            self.reader.cancel()
+
+
+_END = object()  # outbox marker: the reader is done
+
+
+class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
+    """StreamingDetect, Detect and GetModelInfo on one shared :class:`Batcher`."""
+
+    def __init__(
+        self, batcher: Batcher, config: ServerConfig, metrics: Metrics, model_info: pb.ModelInfo
+    ) -> None:
+        self.batcher = batcher
+        self.config = config
+        self.metrics = metrics
+        self.model_info = model_info
+        self.ready = False  # set once the model is warm
+        self.draining = False
+        self.sessions: set[_Session] = set()
+        self._detects = 0  # Detect calls in progress
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._max_buffered = int(config.max_buffered_audio_s * MODEL_RATE_HZ)
+        self._sweeper: asyncio.Task | None = None
+        self._hop = int(model_info.hop_samples)
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="vadnet-sweep")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def end_all_streams(self) -> None:
+        """Drain: stop reading every stream; each gets its final message and ends OK."""
+        for s in list(self.sessions):
+            s.stop("drain")
+
+    def _calls_changed(self) -> None:
+        if self.sessions or self._detects:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    async def wait_calls_done(self, timeout: float) -> bool:
+        """Wait until no stream or Detect call is open; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _sweep(self) -> None:
+        cfg = self.config
+        while True:
+            await asyncio.sleep(min(1.0, cfg.idle_timeout_s / 4))
+            now = time.monotonic()
+            for s in list(self.sessions):
+                if s.resume is None and now - s.last_read > cfg.idle_timeout_s:
+                    s.stop("idle")
+                elif now - s.started > cfg.max_stream_duration_s:
+                    s.stop("too_long")
+
+    def _check_admission(self) -> None:
+        if self.draining:
+            raise UnavailableError("server is shutting down: retry on another replica")
+        if not self.ready:
+            raise UnavailableError("model is still loading: retry shortly")
+
+    # --- StreamingDetect -------------------------------------------------------------
+    async def StreamingDetect(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        session = _Session(peer=context.peer())
+        try:
+            self._check_admission()
+            if len(self.sessions) >= self.config.max_streams:
+                raise ResourceExhaustedError(
+                    f"server is at its limit of {self.config.max_streams} concurrent streams:"
+                    " retry later or on another replica"
+                )
+            self.sessions.add(session)
+            self._calls_changed()
+            self.metrics.active_streams.inc()
+            self.metrics.streams.inc()
+            await self._open(session, context)
+            await self._write_loop(session, context)
+        except asyncio.CancelledError:
+            logger.info("stream from %s cancelled by the client", session.peer)
+            raise
+        except Exception as e:
+            self.metrics.errors.labels(status_code(e).name).inc()
+            if isinstance(e, VadnetError):
+                logger.info("stream from %s ended: %s", session.peer, e)
+            await abort(context, e)
+        finally:
+            self._close(session)
+
+    def _close(self, session: _Session) -> None:
+        if session.reader is not None and not session.reader.done():
+            session.reader.cancel()
+        if session.stream is not None:
+            self.batcher.close(session.stream)  # frees the model state at once
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.metrics.active_streams.dec()
+            self._calls_changed()
+
+    async def _open(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
+        try:
+            async with asyncio.timeout(self.config.idle_timeout_s):
+                first = await context.read()
+        except TimeoutError as e:
+            raise StreamTimeoutError(
+                f"no config within {self.config.idle_timeout_s:g} s: send the config first"
+            ) from e
+        if first is grpc.aio.EOF:
+            raise InvalidInputError("empty stream: send a config message, then audio")
+        if first.WhichOneof("request") != "config":
+            raise InvalidInputError(
+                "the first message must carry a config (sample_rate_hz, encoding), not audio"
+            )
+        cfg = first.config
+        s.encoding = encoding_name(cfg.encoding)
+        s.rate = int(cfg.sample_rate_hz)
+        s.max_input_samples = int(self.config.max_stream_duration_s * s.rate)
+        s.resampler = Resampler(s.rate)  # checks the rate
+        opts = segmenter_options(cfg.segmenter)
+        s.segmenter = StreamingSegmenter(
+            opts, hop_s=self._hop / MODEL_RATE_HZ, input_rate_hz=s.rate
+        )
+        s.want_probs = cfg.return_probabilities
+        s.stream = self.batcher.open()
+        s.last_read = time.monotonic()
+        s.reader = asyncio.create_task(self._read_loop(s, context))
+
+    async def _read_loop(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
+        """Reader task: request messages -> batcher; ends by queueing _END (or an error)."""
+        end: object = _END
+        try:
+            while True:
+                msg = await context.read()
+                s.last_read = time.monotonic()
+                if msg is grpc.aio.EOF:
+                    break
+                self._ingest(s, msg)
+                del msg  # an idle stream must not pin its last message while it waits
+                if s.buffered > self._max_buffered:
+                    # Backpressure: stop reading; gRPC flow control stalls the client.
+                    s.resume = asyncio.get_running_loop().create_future()
+                    await s.resume
+                    s.resume = None
+                    s.last_read = time.monotonic()
+        except asyncio.CancelledError:
+            if s.stop_reason is None:
+                raise  # the whole call is going away
+            end = self._stop_error(s)
+        except Exception as e:
+            end = e
+        s.outbox.append(end)
+        s.wake_writer()
+
+    def _ingest(self, s: _Session, msg: pb.StreamingDetectRequest) -> None:
+        """One audio message: decode -> resample -> submit (its arrays die on return)."""
+        if msg.WhichOneof("request") != "audio":
+            raise InvalidInputError(
+                "a second config arrived: send the config once, then only audio"
+            )
+        x = decode_pcm(msg.audio, s.encoding, s.rate)
+        s.input_samples += x.size
+        if s.input_samples > s.max_input_samples:
+            raise ResourceExhaustedError(
+                f"stream exceeds {self.config.max_stream_duration_s:g} s of audio:"
+                " open a new stream to continue"
+            )
+        y = s.resampler(x)
+        s.buffered += y.size
+        fut = self.batcher.submit(s.stream, y)
+        s.outbox.append((fut, s.input_samples, y.size))
+        if s.waiting and len(s.outbox) == 1:
+            # The writer sleeps until this result is ready, not until it is queued:
+            # one wake-up per chunk instead of two.
+            fut.add_done_callback(s.wake_writer)
+
+    def _stop_error(self, s: _Session) -> object:
+        if s.stop_reason == "idle":
+            return StreamTimeoutError(
+                f"no audio for {self.config.idle_timeout_s:g} s: the stream was closed;"
+                " send audio continuously or half-close when done"
+            )
+        if s.stop_reason == "too_long":
+            return ResourceExhaustedError(
+                f"stream open longer than {self.config.max_stream_duration_s:g} s:"
+                " open a new stream to continue"
+            )
+        return _END  # drain: finish normally
+
+    async def _write_loop(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
+        """The handler: results in order -> responses; then the final message."""
+        outbox, seg, loop = s.outbox, s.segmenter, asyncio.get_running_loop()
+        while True:
+            if not outbox or (
+                type(outbox[0]) is tuple and not outbox[0][0].done()  # noqa: E721
+            ):
+                s.waiting = loop.create_future()
+                if outbox:
+                    outbox[0][0].add_done_callback(s.wake_writer)
+                await s.waiting
+                s.waiting = None
+                continue
+            item = outbox.popleft()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            fut, input_done, n16 = item
+            result = fut.result()
+            s.buffered -= n16
+            if s.resume is not None and s.buffered <= self._max_buffered and not s.resume.done():
+                s.resume.set_result(None)
+            if result is None:
+                continue  # merged into a later chunk of the same batch
+            probs = result.probs
+            s.frames += probs.size
+            events = seg.push(probs) if probs.size else ()
+            if events or s.want_probs:
+                await context.write(self._response(s, events, result, input_done))
+        await self._finish(s, context)
+
+    async def _finish(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
+        if s.input_samples == 0 and s.stop_reason is None:
+            raise InvalidInputError("the stream ended without audio: send audio after the config")
+        tail = s.resampler(np.zeros(0, np.float32), last=True)
+        result = await self.batcher.submit(s.stream, tail, final=True)
+        probs = result.probs if result is not None else np.zeros(0, np.float32)
+        s.frames += probs.size
+        events = s.segmenter.push(probs) + s.segmenter.finish(s.input_samples)
+        resp = self._response(s, events, result, s.input_samples)
+        resp.is_final = True
+        resp.summary.audio_s = s.input_samples / s.rate if s.rate else 0.0
+        resp.summary.input_samples = s.input_samples
+        resp.summary.frames = s.frames
+        resp.summary.segments = len(s.segmenter.segments)
+        resp.summary.ended_by_server = s.stop_reason == "drain"
+        await context.write(resp)
+        self.metrics.audio_seconds.labels("StreamingDetect").inc(resp.summary.audio_s)
+        self.metrics.frames.labels("StreamingDetect").inc(s.frames)
+        logger.info(
+            "stream from %s done: %.2f s audio, %s frames, %s segments%s",
+            s.peer,
+            resp.summary.audio_s,
+            s.frames,
+            resp.summary.segments,
+            " (drained)" if resp.summary.ended_by_server else "",
+        )
+
+    def _response(self, s: _Session, events, result, input_done: int) -> pb.StreamingDetectResponse:
+        resp = pb.StreamingDetectResponse(input_samples_processed=input_done)
+        for e in events:
+            resp.events.add(kind=_KIND[e.kind], time_s=e.time_s, sample=e.sample)
+        if s.want_probs and result is not None:
+            resp.probabilities.first_frame = result.first_frame
+            resp.probabilities.values.extend(result.probs.tolist())
+        return resp
+
+    # --- Detect ----------------------------------------------------------------------
+    async def Detect(
+        self, request: pb.DetectRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DetectResponse:  # noqa: N802
+        try:
+            self._check_admission()
+            self._detects += 1
+            self._calls_changed()
+            try:
+                return await self._detect(request)
+            finally:
+                self._detects -= 1
+                self._calls_changed()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.metrics.errors.labels(status_code(e).name).inc()
+            await abort(context, e)
+
+    async def _detect(self, request: pb.DetectRequest) -> pb.DetectResponse:
+        limit = self.config.max_detect_audio_s
+        source = request.WhichOneof("audio_source")
+        # Decoding a clip takes a while: off the event loop, but not on the model thread.
+        if source == "file":
+            audio = await asyncio.to_thread(load_audio_bytes, request.file)
+        elif source == "raw":
+            raw = request.raw
+            enc = encoding_name(raw.encoding)
+            audio = await asyncio.to_thread(decode_audio, raw.data, enc, int(raw.sample_rate_hz))
+        else:
+            raise InvalidInputError("set either file (wav/flac/ogg bytes) or raw audio")
+        if audio.duration_s > limit:
+            raise ResourceExhaustedError(
+                f"clip is {audio.duration_s:.1f} s, over this server's {limit:g} s limit"
+                " for Detect: split it or use StreamingDetect"
+            )
+        opts = segmenter_options(request.segmenter)
+        probs = await self._probabilities(audio.samples)
+        segments = segment_probs(
+            probs, opts, self._hop / MODEL_RATE_HZ, audio.input_rate_hz, audio.num_input_samples
+        )
+        resp = pb.DetectResponse(
+            audio_s=audio.duration_s, frames=probs.size, input_sample_rate_hz=audio.input_rate_hz
+        )
+        for seg in segments:
+            resp.segments.add(
+                start_s=seg.start_s,
+                end_s=seg.end_s,
+                start_sample=seg.start_sample,
+                end_sample=seg.end_sample,
+            )
+        if request.return_probabilities:
+            resp.probabilities.extend(probs.tolist())
+        self.metrics.audio_seconds.labels("Detect").inc(audio.duration_s)
+        self.metrics.frames.labels("Detect").inc(probs.size)
+        return resp
+
+    async def _probabilities(self, samples: np.ndarray) -> np.ndarray:
+        """(n,) float32 at 16 kHz -> (ceil(n / hop),) probabilities, via the batcher."""
+        stream = self.batcher.open()
+        try:
+            n = samples.size
+            cuts = list(range(0, n, _DETECT_PIECE_SAMPLES))
+            futs = [
+                self.batcher.submit(stream, samples[c : c + _DETECT_PIECE_SAMPLES], final=False)
+                for c in cuts[:-1]
+            ]
+            last = cuts[-1] if cuts else 0
+            futs.append(self.batcher.submit(stream, samples[last:], final=True))
+            parts = [r.probs for r in await asyncio.gather(*futs) if r is not None]
+        finally:
+            self.batcher.close(stream)
+        probs = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        assert probs.size == math.ceil(n / self._hop)
+        return probs
+
+    # --- GetModelInfo ----------------------------------------------------------------
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInfo:  # noqa: N802
+        return self.model_info

@@ -1,0 +1,82 @@
+"""bench/compare.py runs end to end on a tiny cache built from tests/data, so it cannot rot.
+
+The numbers themselves come from the full run (see bench/README.md), never from here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from vadnet.model.sources import build_cache
+
+REPO = Path(__file__).resolve().parents[1]
+SYSTEMS = {"vadnet", "silero-onnx", "silero-jit", "webrtc-0", "webrtc-1", "webrtc-2", "webrtc-3"}
+
+
+def tiny_cache(root: Path, data_dir: Path) -> Path:
+    """Speech (one train, one dev copy), a dev pink-noise clip and a dev 'music' clip."""
+    t = np.arange(4 * 16000) / 16000
+    notes = 220 * 2 ** (np.floor(t * 4) % 8 / 12)  # a scale, 250 ms per note
+    chords = sum(np.sin(2 * np.pi * h * notes * t) / h for h in (1, 2, 3, 5))
+    sf.write(root / "music.wav", (0.1 * chords).astype(np.float32), 16000)
+    speech = {"kind": "speech", "source": "espeak-test", "lang": "en"}
+    items = [
+        {**speech, "path": str(data_dir / "speech_en.wav"), "speaker": "a", "split": "train"},
+        {**speech, "path": str(data_dir / "speech.ogg"), "speaker": "b", "split": "dev"},
+        {
+            "kind": "noise",
+            "source": "pink",
+            "path": str(data_dir / "noise.wav"),
+            "split": "dev",
+            "noise_kind": "ambient",
+        },
+        {
+            "kind": "noise",
+            "source": "tones",
+            "path": str(root / "music.wav"),
+            "split": "dev",
+            "noise_kind": "music",
+        },
+    ]
+    return build_cache(root / "cache", synth_utterances=0, workers=1, items=items)
+
+
+def test_compare_quick_run_reports_every_system(tmp_path, data_dir):
+    cache = tiny_cache(tmp_path, data_dir)
+    out = tmp_path / "compare.json"
+    cmd = [sys.executable, "bench/compare.py", "--cache-dir", str(cache), "--quick"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in SYSTEMS:
+        assert f"| {name}" in proc.stdout
+    assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") + proc.stdout.count("N/A:") >= 3
+    res = json.loads(out.read_text())
+    assert set(res["systems"]) == SYSTEMS
+    assert res["data"]["dev_frames"] == 4 * 375
+    assert (res["data"]["music_clips"], res["data"]["noise_clips"]) == (1, 1)
+    for name, r in res["systems"].items():
+        assert 0.0 <= r["fa_music"] <= 1.0 and 0.0 <= r["fa_noise"] <= 1.0, name
+        assert 0.0 <= r["dev_f1"] <= 1.0 and r["xrt_offline"] > 0, name
+    # Silero's per-stream state as measured: (2, 1, 128) + (1, 64) float32.
+    assert res["systems"]["silero-onnx"]["state_bytes_per_stream"] == 4 * (256 + 64)
+    # The streaming pass reproduces the offline one (StreamBank is exact).
+    assert res["vadnet_streaming"]["max_abs_diff_vs_offline"] < 1e-4
+    assert res["vadnet_streaming"]["state_bytes_per_stream"] > 0
+
+
+def test_grid_mappings():
+    sys.path.insert(0, str(REPO / "bench"))
+    from _systems import silero_to_grid, webrtc_to_grid
+
+    # 1000 samples: 4 frames; Silero chunk j -> frames 2j, 2j+1 (2 chunks)
+    np.testing.assert_allclose(silero_to_grid(np.array([0.1, 0.9]), 1000), [0.1, 0.1, 0.9, 0.9])
+    # frame centres 128, 384, 640, 896 -> 30 ms windows 0, 0, 1, 1
+    assert webrtc_to_grid(np.array([1.0, 0.0, 1.0]), 480, 1000).tolist() == [1, 1, 0, 0]

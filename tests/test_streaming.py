@@ -1,0 +1,145 @@
+"""Streaming equals offline: random chunkings, random lengths, batches of streams."""
+
+import numpy as np
+import pytest
+import torch
+
+from vadnet.model.errors import InvalidInputError
+from vadnet.model.network import ModelConfig, VadNet
+from vadnet.model.streaming import StreamBank, StreamingVAD
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A net with non-trivial BN statistics, so that state bugs cannot hide behind zeros."""
+    torch.manual_seed(0)
+    m = VadNet()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm1d):
+            mod.running_mean.normal_(0, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+def offline(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)[None])[0].numpy()
+
+
+def random_chunks(rng, x, max_chunk):
+    i = 0
+    while i < x.size:
+        n = int(rng.integers(1, max_chunk + 1))
+        yield x[i : i + n]
+        i += n
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_chunking_matches_offline(model, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(int(rng.integers(1, 50_000))) * 0.1).astype(np.float32)
+    max_chunk = [1, 7, 300, 5000, 60_000, 257][seed]
+    if max_chunk == 1:
+        x = x[:3000]  # one sample at a time: keep it short
+    vad = StreamingVAD(model)
+    got = np.concatenate([vad(c) for c in random_chunks(rng, x, max_chunk)] + [vad.flush()])
+    want = offline(model, x)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= TOL
+
+
+def test_batch_of_streams_at_different_positions_and_lengths(model):
+    rng = np.random.default_rng(42)
+    n = 9
+    signals = [
+        (rng.standard_normal(int(rng.integers(0, 40_000))) * 0.2).astype(np.float32)
+        for _ in range(n)
+    ]
+    bank = StreamBank(model, capacity=2)  # forces the bank to grow while streams are open
+    slots = [bank.open() for _ in range(n)]
+    pos = [0] * n
+    got = [[] for _ in range(n)]
+    ended = [False] * n
+    while not all(ended):
+        # each call advances a random subset, each stream by its own random amount
+        active = [k for k in range(n) if not ended[k] and rng.random() < 0.7]
+        chunks, final = [], []
+        for k in active:
+            m = int(rng.integers(0, 6000))
+            chunks.append(signals[k][pos[k] : pos[k] + m])
+            pos[k] += m
+            final.append(pos[k] >= signals[k].size)
+        for k, r, f in zip(
+            active, bank.advance([slots[k] for k in active], chunks, final), final, strict=True
+        ):
+            assert r.first_frame == sum(a.size for a in got[k])
+            got[k].append(r.probs)
+            ended[k] = ended[k] or f
+    for k in range(n):
+        want = offline(model, signals[k])
+        have = np.concatenate(got[k]) if got[k] else np.zeros(0)
+        assert have.shape == want.shape
+        assert np.abs(have - want).max(initial=0) <= TOL
+
+
+def test_flush_emits_lookahead_frames_and_reset_restarts(model):
+    x = (np.random.default_rng(3).standard_normal(10_000) * 0.1).astype(np.float32)
+    vad = StreamingVAD(model)
+    early = vad(x)
+    # 10,000 samples = 39 complete hops; 4 of them wait for their lookahead
+    assert early.size == 10_000 // 256 - model.cfg.lookahead_frames
+    rest = vad.flush()
+    assert early.size + rest.size == -(-10_000 // 256)
+    with pytest.raises(InvalidInputError, match="reset"):
+        vad(x)
+    vad.reset()
+    again = np.concatenate([vad(x), vad.flush()])
+    assert np.abs(again - offline(model, x)).max() <= TOL
+
+
+def test_empty_stream_and_close(model):
+    bank = StreamBank(model, capacity=4)
+    a = bank.open()
+    assert bank.advance([a], [np.zeros(0, np.float32)], [True])[0].probs.size == 0
+    bank.close(a)
+    assert len(bank) == 0
+    with pytest.raises(InvalidInputError, match="not open"):
+        bank.advance([a], [np.zeros(10, np.float32)])
+
+
+def test_a_stream_appears_once_per_call(model):
+    bank = StreamBank(model)
+    a = bank.open()
+    with pytest.raises(InvalidInputError, match="once"):
+        bank.advance([a, a], [np.zeros(10, np.float32)] * 2)
+
+
+def test_state_size_is_small_and_stated(model):
+    bank = StreamBank(model)
+    cfg = model.cfg
+    floats = (
+        cfg.a_kernel - cfg.a_stride + cfg.b_channels * (cfg.b_kernel - 1) * sum(cfg.b_dilations)
+    )
+    assert bank.bytes_per_stream() == 4 * floats + 4 * (model.hop_samples - 1)
+    assert bank.bytes_per_stream() < 20_000
+
+
+def test_tiny_config_streams_exactly_too():
+    torch.manual_seed(1)
+    m = VadNet(
+        ModelConfig(
+            a_channels=8,
+            a_kernel=128,
+            a_stride=32,
+            pool=2,
+            b_channels=8,
+            b_dilations=(1, 3),
+            lookahead_frames=0,
+        )
+    ).eval()
+    x = (np.random.default_rng(5).standard_normal(5000) * 0.1).astype(np.float32)
+    vad = StreamingVAD(m)
+    got = np.concatenate([vad(c) for c in np.array_split(x, 13)] + [vad.flush()])
+    assert np.abs(got - offline(m, x)).max() <= TOL
