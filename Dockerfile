@@ -14,8 +14,8 @@ FROM ${BASE_IMAGE} AS python
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 vadnet \
-    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/vadnet \
+    && groupadd --gid 10001 vadnet \
+    && useradd --uid 10001 --gid 10001 --no-log-init --create-home --home-dir /home/vadnet \
         --shell /usr/sbin/nologin vadnet
 
 # Stage 1: the vadnet wheel, with the bundled model (model/weights/*.pt) as package data.

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch: the build this machine carries on disk (see README, "Install").
 TORCH := torch==2.14.1 torchaudio==2.11.1
 
-.PHONY: run test lint format protos setup clean bench
+.PHONY: run test lint format protos setup clean docker-test
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ protos: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Build the image with podman and check the running container (deploy/ci/docker-test.sh).
+docker-test: $(STAMP)
+	nice -n 10 deploy/ci/docker-test.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -33,7 +33,7 @@ class MixConfig:
     """How mixtures are drawn. Probabilities are per example unless said otherwise."""
 
     example_s: float = 6.0  # > the net's 1 s receptive field, so most frames see full context
-    p_no_speech: float = 0.2  # pure-background examples teach the false-alarm side (music!)
+    p_no_speech: float = 0.3  # pure-background examples teach the false-alarm side (music!)
     # Gaps between utterances: half short (onsets/offsets close together), half long.
     short_gap_s: tuple[float, float] = (0.05, 0.5)
     long_gap_s: tuple[float, float] = (0.5, 2.5)
@@ -74,7 +74,13 @@ class Mixer:
         self.synth = [v for k, v in groups.items() if _synthetic(k)]
         if not self.real and not self.synth:
             raise ValueError("no speech clips to mix")
-        self.noise_ids = list(range(len(noise.clips))) if noise is not None else []
+        # Backgrounds: uniform over kind (music, ambient, sfx), then source, then clip.
+        # By clip count, 300 short weapon sounds would drown the 18 long music tracks, and
+        # music is what VADs most often mistake for speech.
+        kinds: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for i, c in enumerate(noise.clips if noise is not None else []):
+            kinds[c.get("kind", "noise")][c["source"]].append(i)
+        self.noise_pools = [list(by_source.values()) for by_source in kinds.values()]
 
     def _pick_speech(self, rng: np.random.Generator) -> int:
         # Uniform over sources, then over clips: small real sources (the scarce wideband
@@ -116,9 +122,11 @@ class Mixer:
         return s, y
 
     def _recorded(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        if not self.noise_ids:
+        if not self.noise_pools:
             return augment.generated_noise(rng, n)
-        x = self.noise.clip(self.noise_ids[rng.integers(len(self.noise_ids))])
+        sources = self.noise_pools[rng.integers(len(self.noise_pools))]
+        clips = sources[rng.integers(len(sources))]
+        x = self.noise.clip(clips[rng.integers(len(clips))])
         if x.size < n:
             x = np.tile(x, n // max(x.size, 1) + 1)
         start = int(rng.integers(0, x.size - n + 1))

@@ -9,7 +9,7 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import logging
 import os
 import sys

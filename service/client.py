@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -196,12 +197,22 @@ class VadClient(_Base):
     """Blocking client. ``target`` is ``host:port``; ``tls`` switches on TLS (and mTLS)."""
 
     def __init__(
-        self, target: str, tls: TlsOptions | None = None, token: str | None = None
+        self,
+        target: str,
+        tls: TlsOptions | None = None,
+        token: str | None = None,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        """``options``: extra grpc channel options, e.g. ``[("grpc.lb_policy_name",
+        "round_robin")]`` with a ``dns:///vadnet-headless:50051`` target to spread
+        streams over replicas (docs/deploy.md)."""
         super().__init__(token)
         creds, opts = _channel_args(tls)
+        opts = [*opts, *options]
         self.channel = (
-            grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target)
+            grpc.secure_channel(target, creds, opts)
+            if creds
+            else grpc.insecure_channel(target, opts)
         )
         self.stub = pb_grpc.VoiceActivityStub(self.channel)
 
@@ -255,14 +266,19 @@ class AsyncVadClient(_Base):
     """asyncio client with the same methods as :class:`VadClient` (``async for``/``await``)."""
 
     def __init__(
-        self, target: str, tls: TlsOptions | None = None, token: str | None = None
+        self,
+        target: str,
+        tls: TlsOptions | None = None,
+        token: str | None = None,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         super().__init__(token)
         creds, opts = _channel_args(tls)
+        opts = [*opts, *options]
         self.channel = (
             grpc.aio.secure_channel(target, creds, opts)
             if creds
-            else grpc.aio.insecure_channel(target)
+            else grpc.aio.insecure_channel(target, opts)
         )
         self.stub = pb_grpc.VoiceActivityStub(self.channel)
 

@@ -13,7 +13,7 @@ _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "
 
 # TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
 # tests/test_train.py checks they agree.
-DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 24, "steps_per_epoch": 100,
+DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 40, "steps_per_epoch": 100,
             "batch_size": 32, "workers": 2, "dev_examples": 400, "lr": 3e-3}  # fmt: skip
 
 
