@@ -251,7 +251,7 @@ def train(cfg: TrainConfig | dict) -> Path:
                 "dev": dev_metrics,
             }
         )
-        logger.warning(
+        logger.info(
             "epoch %s/%s step %s: train loss %.4f, dev loss %.4f, AUC %.4f, F1 %.4f, miss %.3f, FA %.3f",
             epoch, cfg.epochs, step, np.mean(losses), dev_loss, dev_metrics["auc"], dev_metrics["f1"],
             dev_metrics["miss_rate"], dev_metrics["false_alarm_rate"],
@@ -290,7 +290,7 @@ def train(cfg: TrainConfig | dict) -> Path:
     (out / "metrics.json").write_text(
         json.dumps({"config": asdict(cfg), "history": history, **summary}, indent=1)
     )
-    logger.warning(
+    logger.info(
         "final: dev AUC %.4f, F1@0.5 %.4f (threshold %.2f moved to 0.5) -> %s",
         after["auc"],
         after["f1"],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from vadnet.model.errors import InvalidInputError
@@ -60,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vadnet.model import train
+
+    # Training reports each epoch's dev metrics at INFO: show them unless asked for less.
+    log = logging.getLogger("vadnet")
+    if log.getEffectiveLevel() > logging.INFO and "VADNET_LOG_LEVEL" not in os.environ:
+        log.setLevel(logging.INFO)
 
     if args.bundle:
         sys.stdout.write(f"bundled {args.bundle} -> {train.bundle(args.bundle)}\n")
