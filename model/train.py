@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ from .metrics import frame_metrics
 from .network import ModelConfig, VadNet
 
 logger = logging.getLogger("vadnet")
+
+DEV_P_NO_SPEECH = 0.3  # share of speech-free examples in the dev set (a fixed protocol)
 
 
 @dataclass
@@ -108,7 +110,9 @@ def make_mixers(cfg: TrainConfig) -> tuple[object, object]:
         rir_dir = Path(cfg.cache_dir)
     rirs = augment.rir_bank(rir_dir, seed=cfg.seed)
     train = Mixer(speech.select("train"), noise.select("train"), mix, rirs[: len(rirs) * 3 // 4])
-    dev = Mixer(speech.select("dev"), noise.select("dev"), mix, rirs[len(rirs) * 3 // 4 :])
+    # The dev protocol stays fixed whatever the training mix, so runs compare.
+    dev_mix = replace(mix, p_no_speech=DEV_P_NO_SPEECH)
+    dev = Mixer(speech.select("dev"), noise.select("dev"), dev_mix, rirs[len(rirs) * 3 // 4 :])
     return train, dev
 
 

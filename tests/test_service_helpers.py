@@ -7,7 +7,9 @@ segment_probs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -129,3 +131,11 @@ async def expect_error(awaitable, code: grpc.StatusCode, *needles: str) -> str:
             assert needle.lower() in e.details().lower(), e.details()
         return e.details()
     raise AssertionError(f"expected {code.name}, the call succeeded")
+
+
+async def wait_until(cond, timeout: float = 10.0) -> None:
+    """Poll a condition (no timing assertion: only a generous upper bound)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        await asyncio.sleep(0.02)

@@ -17,6 +17,7 @@ from test_service_helpers import (
     running_server,
     stub_for,
     sync_stream,
+    wait_until,
 )
 
 from vadnet.v1 import vad_pb2 as pb
@@ -60,21 +61,13 @@ class OpenStream:
         return out
 
 
-async def _wait_until(cond, timeout: float = 10.0) -> None:
-    """Poll a condition (no timing assertion: only a generous upper bound)."""
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.02)
-
-
 async def test_max_streams(model):
     async with running_server(model, max_streams=2) as (server, port), stub_for(port) as stub:
         held = [OpenStream(stub), OpenStream(stub)]
         for s in held:
             s.send(_config())
             s.send(pb.StreamingDetectRequest(audio=_pcm(0.1)))
-        await _wait_until(lambda: len(server.servicer.sessions) == 2)
+        await wait_until(lambda: len(server.servicer.sessions) == 2)
         await expect_error(
             asyncio.to_thread(
                 sync_stream, port, [_config(), pb.StreamingDetectRequest(audio=_pcm(0.1))]
@@ -121,7 +114,7 @@ async def test_idle_timeout(model):
         s.send(_config())
         s.send(pb.StreamingDetectRequest(audio=_pcm(0.1)))
         await expect_error(s.responses(), grpc.StatusCode.DEADLINE_EXCEEDED, "no audio for 0.3 s")
-        await _wait_until(lambda: not server.servicer.sessions and len(server.batcher.bank) == 0)
+        await wait_until(lambda: not server.servicer.sessions and len(server.batcher.bank) == 0)
         # a stream that never sends its config is closed too
         s = OpenStream(stub)
         await expect_error(s.responses(), grpc.StatusCode.DEADLINE_EXCEEDED, "config")
@@ -169,7 +162,7 @@ async def test_disconnect_frees_state_at_once(model):
         s.send(_config())
         for _ in range(5):
             s.send(pb.StreamingDetectRequest(audio=_pcm(0.1)))
-        await _wait_until(lambda: len(server.batcher.bank) == 1)
+        await wait_until(lambda: len(server.batcher.bank) == 1)
         s.call.cancel()
-        await _wait_until(lambda: not server.servicer.sessions and len(server.batcher.bank) == 0)
+        await wait_until(lambda: not server.servicer.sessions and len(server.batcher.bank) == 0)
         assert server.metrics.registry.get_sample_value("vadnet_active_streams") == 0
