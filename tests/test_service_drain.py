@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import soundfile as sf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_service_helpers import DATA, expect_error, offline, run_stream, stub_for
+from test_service_helpers import DATA, expect_stream_error, offline, stub_for
 from test_service_limits import OpenStream
 
 from vadnet.v1 import vad_pb2 as pb
@@ -56,7 +56,7 @@ async def test_sigterm_drains_and_exits_0(model):
 
             proc.send_signal(signal.SIGTERM)
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            await expect_error(run_stream(stub, [config]), grpc.StatusCode.UNAVAILABLE)
+            await expect_stream_error(port, [config], grpc.StatusCode.UNAVAILABLE)
 
             # one client finishes its audio within the grace period: exact results
             finisher.send(pb.StreamingDetectRequest(audio=x[half:].tobytes()))

@@ -113,12 +113,26 @@ async def run_stream(
     return StreamResult([r async for r in stub.StreamingDetect(gen(), **kw)])
 
 
-def sync_stream(port: int, reqs: list[pb.StreamingDetectRequest]) -> list:
-    """One StreamingDetect call with grpc's sync client (run it in a thread). For calls the
-    server rejects early: grpc.aio's client can report such a call as INTERNAL instead of
-    its real status when it is still sending (grpc/grpc#36066); the sync client cannot."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        return list(pb_grpc.VoiceActivityStub(channel).StreamingDetect(iter(reqs)))
+def sync_stream(
+    target: int | str, reqs: list[pb.StreamingDetectRequest], metadata: tuple = ()
+) -> list:
+    """One StreamingDetect call with grpc's sync client (run it in a thread); ``target`` is
+    a port on 127.0.0.1 or HOST:PORT. For calls the server rejects early: grpc.aio's client
+    can report such a call as INTERNAL instead of its real status when it is still sending
+    (grpc/grpc#36066); the sync client cannot."""
+    target = f"127.0.0.1:{target}" if isinstance(target, int) else target
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.VoiceActivityStub(channel)
+        return list(stub.StreamingDetect(iter(reqs), metadata=metadata))
+
+
+async def expect_stream_error(
+    target: int | str, reqs: list, code: grpc.StatusCode, *needles: str, metadata: tuple = ()
+) -> str:
+    """A StreamingDetect call that the server must reject with ``code`` (sync client)."""
+    return await expect_error(
+        asyncio.to_thread(sync_stream, target, reqs, metadata), code, *needles
+    )
 
 
 async def expect_error(awaitable, code: grpc.StatusCode, *needles: str) -> str:

@@ -12,6 +12,7 @@ import soundfile as sf
 from test_service_helpers import (
     DATA,
     expect_error,
+    expect_stream_error,
     offline,
     run_stream,
     running_server,
@@ -87,7 +88,7 @@ async def test_max_streams(model):
 async def test_max_message_size(model):
     async with running_server(model, max_message_bytes=8000) as (_, port), stub_for(port) as stub:
         big = [_config(), pb.StreamingDetectRequest(audio=_pcm(0.5))]  # 16000 bytes
-        await expect_error(run_stream(stub, big), EXHAUSTED)
+        await expect_stream_error(port, big, EXHAUSTED)
         small = [_config()] + [pb.StreamingDetectRequest(audio=_pcm(0.1))] * 5
         assert (await run_stream(stub, small)).final.summary.input_samples == 8000
 
@@ -101,7 +102,7 @@ async def test_max_stream_duration_and_detect_length(model):
         stub_for(port) as stub,
     ):
         reqs = [_config()] + [pb.StreamingDetectRequest(audio=_pcm(0.2))] * 6
-        await expect_error(run_stream(stub, reqs), EXHAUSTED, "1 s of audio", "new stream")
+        await expect_stream_error(port, reqs, EXHAUSTED, "1 s of audio", "new stream")
         reqs = [_config()] + [pb.StreamingDetectRequest(audio=_pcm(0.2))] * 5  # exactly 1 s
         assert (await run_stream(stub, reqs)).final.is_final
         long_file = pb.DetectRequest(file=(DATA / "speech_en.wav").read_bytes())

@@ -9,7 +9,13 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from test_service_helpers import DATA, expect_error, run_stream, running_server, stub_for
+from test_service_helpers import (
+    DATA,
+    expect_stream_error,
+    run_stream,
+    running_server,
+    stub_for,
+)
 from test_service_limits import OpenStream, _config, _pcm
 
 from vadnet.v1 import vad_pb2 as pb
@@ -30,9 +36,7 @@ async def test_health_transitions(model):
             assert await _health(ch, "vadnet.v1.VoiceActivity") == NOT_SERVING
             async with stub_for(port) as vad:
                 # not warm yet: calls are refused with UNAVAILABLE, not queued
-                await expect_error(
-                    run_stream(vad, [_config()]), grpc.StatusCode.UNAVAILABLE, "loading"
-                )
+                await expect_stream_error(port, [_config()], grpc.StatusCode.UNAVAILABLE, "loading")
                 await server.warm_up()
                 assert await _health(ch) == SERVING
                 assert await _health(ch, "vadnet.v1.VoiceActivity") == SERVING
@@ -44,8 +48,8 @@ async def test_health_transitions(model):
                     await asyncio.sleep(0.01)
                 await server.begin_drain()
                 assert await _health(ch) == NOT_SERVING
-                await expect_error(
-                    run_stream(vad, [_config()]), grpc.StatusCode.UNAVAILABLE, "shutting down"
+                await expect_stream_error(
+                    port, [_config()], grpc.StatusCode.UNAVAILABLE, "shutting down"
                 )
                 held.send(pb.StreamingDetectRequest(audio=_pcm(0.3)))
                 held.close()
@@ -81,9 +85,7 @@ async def test_metrics_scrape(model):
             for i in range(0, 16000, 1600)
         ]
         await run_stream(stub, reqs)
-        # one message only: grpc-python aio clients that are still writing when the server
-        # aborts may see INTERNAL instead of the status (grpc/grpc#36066)
-        await expect_error(run_stream(stub, reqs[1:2]), grpc.StatusCode.INVALID_ARGUMENT)
+        await expect_stream_error(port, reqs[1:2], grpc.StatusCode.INVALID_ARGUMENT)
         await stub.Detect(pb.DetectRequest(file=(DATA / "noise.wav").read_bytes()))
         url = f"http://127.0.0.1:{server.metrics_port}/metrics"
         text = await asyncio.to_thread(

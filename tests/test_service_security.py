@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_service_helpers import DATA, expect_error, running_server
+from test_service_helpers import DATA, expect_error, expect_stream_error, running_server
 
 from vadnet.service.client import AsyncVadClient, TlsOptions
 from vadnet.v1 import vad_pb2 as pb
@@ -103,16 +103,9 @@ async def test_token_required(model, pki):
                 stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=no_scheme), unauth
             )
 
-            async def reqs():
-                yield pb.StreamingDetectRequest(
-                    config=pb.StreamingConfig(sample_rate_hz=16000, encoding=pb.LINEAR16)
-                )
-
-            async def drain_stream():
-                async for _ in stub.StreamingDetect(reqs()):
-                    pass
-
-            await expect_error(drain_stream(), unauth)
+            config = pb.StreamingConfig(sample_rate_hz=16000, encoding=pb.LINEAR16)
+            reqs = [pb.StreamingDetectRequest(config=config)]
+            await expect_stream_error(target, reqs, unauth)
             # health stays open for probes
             health = health_pb2_grpc.HealthStub(ch)
             resp = await health.Check(health_pb2.HealthCheckRequest())
