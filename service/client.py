@@ -60,6 +60,17 @@ def _channel_args(tls: TlsOptions | None) -> tuple[grpc.ChannelCredentials | Non
     return creds, opts
 
 
+def _open_channel(
+    api: Any, target: str, tls: TlsOptions | None, options: Sequence[tuple[str, Any]]
+) -> Any:
+    """A channel from ``api`` (``grpc`` or ``grpc.aio``: same factory signatures)."""
+    creds, opts = _channel_args(tls)
+    opts = [*opts, *options]
+    if creds:
+        return api.secure_channel(target, creds, opts)
+    return api.insecure_channel(target, opts)
+
+
 def read_file(path: str | Path) -> tuple[np.ndarray, int]:
     """A file's samples at its own rate: (n,) float32 mono (channels averaged), and the rate.
 
@@ -207,13 +218,7 @@ class VadClient(_Base):
         "round_robin")]`` with a ``dns:///vadnet-headless:50051`` target to spread
         streams over replicas (docs/deploy.md)."""
         super().__init__(token)
-        creds, opts = _channel_args(tls)
-        opts = [*opts, *options]
-        self.channel = (
-            grpc.secure_channel(target, creds, opts)
-            if creds
-            else grpc.insecure_channel(target, opts)
-        )
+        self.channel = _open_channel(grpc, target, tls, options)
         self.stub = pb_grpc.VoiceActivityStub(self.channel)
 
     def __enter__(self) -> VadClient:
@@ -273,13 +278,7 @@ class AsyncVadClient(_Base):
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         super().__init__(token)
-        creds, opts = _channel_args(tls)
-        opts = [*opts, *options]
-        self.channel = (
-            grpc.aio.secure_channel(target, creds, opts)
-            if creds
-            else grpc.aio.insecure_channel(target, opts)
-        )
+        self.channel = _open_channel(grpc.aio, target, tls, options)
         self.stub = pb_grpc.VoiceActivityStub(self.channel)
 
     async def __aenter__(self) -> AsyncVadClient:
