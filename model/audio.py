@@ -269,15 +269,25 @@ def _read(source: str | Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
         raise e from first_error
 
 
-def load_audio(path: str | Path) -> Audio:
-    """Read any file soundfile reads (wav/flac/ogg/mp3...; others via librosa/audioread),
-    downmix channels by their mean and resample to 16 kHz."""
+def read_samples(path: str | Path) -> tuple[np.ndarray, int]:
+    """A file's samples at its own rate: (n,) float32 mono (channels averaged) and the rate.
+    The one reader behind ``load_audio`` and the streaming client, so that a streamed file
+    reaches the server as exactly the samples ``vadnet detect`` sees."""
     path = Path(path)
     if not path.exists():
         raise InvalidInputError(f"audio file not found: {path}")
     if not path.is_file():
         raise InvalidInputError(f"not a regular file: {path}")
     x, rate = _read(path, str(path))
+    x = x.mean(axis=1, dtype=np.float64) if x.shape[1] > 1 else x[:, 0]
+    return np.asarray(x, dtype=np.float32), rate
+
+
+def load_audio(path: str | Path) -> Audio:
+    """Read any file soundfile reads (wav/flac/ogg/mp3...; others via librosa/audioread),
+    downmix channels by their mean and resample to 16 kHz."""
+    path = Path(path)
+    x, rate = read_samples(path)
     audio = _to_audio(x, rate, str(path))
     logger.debug("loaded %s: %s samples at %s Hz", path, audio.num_input_samples, rate)
     return audio

@@ -24,8 +24,8 @@ from typing import Any
 
 import grpc
 import numpy as np
-import soundfile as sf
 
+from vadnet.model.audio import read_samples
 from vadnet.model.errors import InvalidInputError
 from vadnet.model.segmenter import Segment
 from vadnet.v1 import vad_pb2 as pb
@@ -72,17 +72,10 @@ def _open_channel(
 
 
 def read_file(path: str | Path) -> tuple[np.ndarray, int]:
-    """A file's samples at its own rate: (n,) float32 mono (channels averaged), and the rate.
-
-    The same decoding and downmix as ``vadnet detect`` (``vadnet.model.audio``), so the
-    server sees exactly the samples that ``vadnet detect`` sees.
-    """
-    try:
-        x, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise InvalidInputError(f"cannot decode audio from {path}: {e}") from e
-    x = x.mean(axis=1, dtype=np.float64) if x.shape[1] > 1 else x[:, 0]
-    return np.asarray(x, dtype=np.float32), int(rate)
+    """A file's samples at its own rate: (n,) float32 mono, and the rate; the reader of
+    ``vadnet detect`` (``vadnet.model.audio.read_samples``), so the server sees exactly the
+    samples that ``vadnet detect`` sees."""
+    return read_samples(path)
 
 
 def file_chunks(path: str | Path, chunk_ms: float = 20.0) -> tuple[int, Iterator[bytes]]:
