@@ -7,8 +7,6 @@ Both become in-memory clip sets shaped like the source cache's ``ClipSet`` (``cl
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +15,12 @@ import numpy as np
 
 from .audio import load_audio
 from .errors import InvalidInputError
+from .evaluate import read_manifest, segments_to_labels
 from .labels import HOP, frame_labels
 
 logger = logging.getLogger("vadnet")
 
+SR = 16_000
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 
 
@@ -47,7 +47,7 @@ class MemoryClips:
         )
 
     def seconds(self) -> float:
-        return sum(a.size for a in self.audio) / 16_000
+        return sum(a.size for a in self.audio) / SR
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -101,56 +101,15 @@ def _ensure_both_splits(clips: MemoryClips) -> None:
         clips.clips[0]["split"] = "train"
 
 
-def read_manifest(path: str | Path) -> dict[Path, list[tuple[float, float]]]:
-    """A labels manifest -> {audio path: [(start_s, end_s), ...]}.
-
-    CSV: ``path,start_s,end_s`` rows, one per speech segment (empty start/end for a file
-    with no speech). JSON: ``[{"path": ..., "segments": [[start_s, end_s], ...]}, ...]``.
-    Paths are relative to the manifest's folder.
-    """
-    path = Path(path)
-    base = path.parent
-    out: dict[Path, list[tuple[float, float]]] = {}
-    try:
-        if path.suffix.lower() == ".json":
-            for item in json.loads(path.read_text()):
-                out[base / item["path"]] = [
-                    (float(s), float(e)) for s, e in item.get("segments", [])
-                ]
-        else:
-            with path.open(newline="") as f:
-                for row in csv.DictReader(f):
-                    segs = out.setdefault(base / row["path"], [])
-                    if (row.get("start_s") or "").strip():
-                        segs.append((float(row["start_s"]), float(row["end_s"])))
-    except FileNotFoundError as e:
-        raise InvalidInputError(f"manifest not found: {path}") from e
-    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
-        raise InvalidInputError(
-            f"bad manifest {path}: {e!r}; expected CSV path,start_s,end_s or JSON [{{path, segments}}]"
-        ) from e
-    if not out:
-        raise InvalidInputError(f"manifest {path} lists no files")
-    return out
-
-
-def segments_to_frames(segments: list[tuple[float, float]], num_samples: int) -> np.ndarray:
-    """Segments in seconds -> (ceil(n/hop),) uint8 labels; a frame is speech if its centre is."""
-    frames = -(-num_samples // HOP)
-    centres = (np.arange(frames) + 0.5) * HOP / 16_000
-    y = np.zeros(frames, np.uint8)
-    for s, e in segments:
-        y[(centres >= s) & (centres < e)] = 1
-    return y
-
-
 def manifest_clips(path: str | Path, dev_fraction: float = 0.1) -> MemoryClips:
-    """Labelled real recordings from a manifest, split by file."""
+    """Labelled real recordings from a manifest (the format ``vadnet eval`` reads), split
+    by file."""
     out = MemoryClips()
-    for p, segs in read_manifest(path).items():
+    for entry in read_manifest(path):
+        p = entry.path
         x = load_audio(p).samples
         out.audio.append(x)
-        out.labels.append(segments_to_frames(segs, x.size))
+        out.labels.append(segments_to_labels(entry.segments, -(-x.size // HOP), HOP / SR))
         out.clips.append(
             {
                 "source": "user-labelled",
