@@ -60,7 +60,7 @@ def _channel_args(tls: TlsOptions | None) -> tuple[grpc.ChannelCredentials | Non
     return creds, opts
 
 
-def _open_channel(
+def open_channel(
     api: Any, target: str, tls: TlsOptions | None, options: Sequence[tuple[str, Any]]
 ) -> Any:
     """A channel from ``api`` (``grpc`` or ``grpc.aio``: same factory signatures)."""
@@ -211,7 +211,7 @@ class VadClient(_Base):
         "round_robin")]`` with a ``dns:///vadnet-headless:50051`` target to spread
         streams over replicas (docs/deploy.md)."""
         super().__init__(token)
-        self.channel = _open_channel(grpc, target, tls, options)
+        self.channel = open_channel(grpc, target, tls, options)
         self.stub = pb_grpc.VoiceActivityStub(self.channel)
 
     def __enter__(self) -> VadClient:
@@ -271,7 +271,7 @@ class AsyncVadClient(_Base):
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         super().__init__(token)
-        self.channel = _open_channel(grpc.aio, target, tls, options)
+        self.channel = open_channel(grpc.aio, target, tls, options)
         self.stub = pb_grpc.VoiceActivityStub(self.channel)
 
     async def __aenter__(self) -> AsyncVadClient:

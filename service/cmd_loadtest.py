@@ -140,19 +140,15 @@ async def _run_streams(target: str, tls, token, streams: int, args, seed0: int) 
 
     from vadnet.v1 import vad_pb2_grpc as pb_grpc
 
-    from .client import _channel_args, read_file
+    from .client import open_channel, read_file
 
     x, rate = read_file(args.audio)
     audio = (np.clip(x, -1, 1) * 32767).astype("<i2")
     chunk = max(1, round(rate * args.chunk_ms / 1000))
-    creds, opts = _channel_args(tls)
     meta = (("authorization", f"Bearer {token}"),) if token else ()
     # Several HTTP/2 connections: one connection's single reader would serialize everything.
     channels = [
-        grpc.aio.secure_channel(target, creds, opts + [_OWN_CONNECTION])
-        if creds
-        else grpc.aio.insecure_channel(target, [_OWN_CONNECTION])
-        for i in range(max(1, streams // 64))
+        open_channel(grpc.aio, target, tls, [_OWN_CONNECTION]) for i in range(max(1, streams // 64))
     ]
     stubs = [pb_grpc.VoiceActivityStub(c) for c in channels]
     try:
@@ -261,14 +257,10 @@ async def _idle_streams(conn: dict, n: int, pid: int) -> dict:
     from vadnet.v1 import vad_pb2 as pb
     from vadnet.v1 import vad_pb2_grpc as pb_grpc
 
-    from .client import _channel_args
+    from .client import open_channel
 
-    creds, opts = _channel_args(conn["tls"])
     meta = (("authorization", f"Bearer {conn['token']}"),) if conn["token"] else ()
-    target = conn["target"]
-    channel = (
-        grpc.aio.secure_channel(target, creds, opts) if creds else grpc.aio.insecure_channel(target)
-    )
+    channel = open_channel(grpc.aio, conn["target"], conn["tls"], ())
     stub = pb_grpc.VoiceActivityStub(channel)
     cfg = pb.StreamingConfig(sample_rate_hz=16000, encoding=pb.LINEAR16, return_probabilities=True)
     chunk = (np.random.default_rng(0).standard_normal(1600) * 1000).astype("<i2").tobytes()
