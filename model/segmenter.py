@@ -256,9 +256,16 @@ class StreamingSegmenter:
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim != 1:
             raise InvalidInputError(f"probabilities must be 1-D (frames,), got shape {p.shape}")
-        if p.size and not (np.all(np.isfinite(p)) and p.min() >= 0.0 and p.max() <= 1.0):
+        # NaN fails both comparisons, so this also rejects NaN (and +-Inf).
+        if p.size and not (p.min() >= 0.0 and p.max() <= 1.0):
             raise InvalidInputError("probabilities must be finite and in [0, 1]")
+        thr = self._thr
         for value in p.tolist():
+            if value < thr and self._start is None and not self._queue:
+                # Idle, nothing to emit: a frame below threshold changes nothing. Most
+                # frames of a live stream take this path (the server pushes every chunk).
+                self._n += 1
+                continue
             self._step(self._n, value)
             self._n += 1
             self._release(self._time(self._n - 1))

@@ -231,18 +231,16 @@ class StreamBank:
                 else:
                     blocks.append(buf[:whole])
             n_hops = [b.size // hop for b in blocks]
-            logits = self._run(slots, blocks, n_hops)
+            # One sigmoid and one host copy for the whole batch, then numpy views per row
+            # (copied out, so a result does not pin the batch).
+            probs = torch.sigmoid(self._run(slots, blocks, n_hops)).numpy()
             out = []
             for r, (h, n) in enumerate(zip(hosts, n_hops, strict=True)):
                 first = h.causal_done
                 h.causal_done += n
                 drop = max(0, la - first)
-                probs = (
-                    torch.sigmoid(logits[r, drop:n]).numpy()
-                    if n > drop
-                    else np.zeros(0, np.float32)
-                )
-                out.append(StepResult(max(0, first - la), probs.astype(np.float32, copy=False)))
+                row = probs[r, drop:n].copy() if n > drop else np.zeros(0, np.float32)
+                out.append(StepResult(max(0, first - la), row))
             return out
 
     def _run(self, slots: Sequence[int], blocks: list[np.ndarray], n_hops: list[int]) -> Tensor:

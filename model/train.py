@@ -7,7 +7,8 @@
 Every epoch evaluates on the dev split (speakers and sources never trained on) and
 writes ``last.pt`` (resumable), ``best.pt``, ``metrics.json`` and ``curves.png``. At the
 end the best model is calibrated on dev so that the default threshold 0.5 is the
-F1-optimal operating point, and written to ``vadnet.pt``.
+F1-optimal operating point among those with at most 3 % false alarms on speech-free dev
+audio, and written to ``vadnet.pt``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from .network import ModelConfig, VadNet
 
 logger = logging.getLogger("vadnet")
 
-DEV_P_NO_SPEECH = 0.3  # share of speech-free examples in the dev set (a fixed protocol)
+# The dev protocol, fixed whatever the training mix so that runs (and bench/) compare:
+# 30 % speech-free examples, backgrounds uniform over kind, no resampling.
+DEV_MIX = {"p_no_speech": 0.3, "music_share": None, "p_speed": 0.0}
 
 
 @dataclass
@@ -48,9 +51,10 @@ class TrainConfig:
     # None: "bundled" when fine-tuning on user data, "scratch" on the source cache.
     init: str | None = None
     seed: int = 0
-    # 4,000 steps x 32 x 6 s = 213 h of mixtures, ~20 min on 2 CPU cores (mixing in 2
-    # worker processes keeps up with the model). Dev AUC still crept up at 2,400 steps.
-    epochs: int = 40
+    # 6,000 steps x 32 x 6 s = 320 h of mixtures, 27 min on 2 CPU cores (mixing in 2
+    # worker processes keeps up with the model). At 4,000 steps dev AUC was 0.964 and the
+    # model still called 2-34 % of some training music tracks speech: more steps helped both.
+    epochs: int = 60
     steps_per_epoch: int = 100
     batch_size: int = 32
     lr: float = 3e-3  # AdamW, one-cycle: fast warm-up then cosine decay
@@ -58,6 +62,14 @@ class TrainConfig:
     workers: int = 2  # mixing processes; 0 mixes in the training process (tests)
     dev_examples: int = 400  # 400 x 6 s = 40 min of dev mixtures, fixed across epochs
     device: str = "auto"
+    # Calibration: the F1-optimal dev threshold becomes 0.5, but only among thresholds that
+    # call at most this share of the frames of speech-free dev examples (music, noise,
+    # silence) speech. F1 alone chose 0.24 for the bundled model: dev F1 0.887, but 5 % of
+    # held-out music frames called speech. Call centres and voice bots pay more for a
+    # false barge-in on hold music than for a missed frame of weak speech, so cap it: at
+    # 3 % the dev false-alarm rate is Silero's (0.04) and dev F1 stays above Silero's.
+    # None: F1 alone.
+    calibration_max_false_alarm: float | None = 0.03
     resume: bool = True
     stop_after_epoch: int | None = None  # end this run early (time-boxed sessions); resume later
     model: dict = field(default_factory=dict)  # ModelConfig overrides (tests use tiny nets)
@@ -111,7 +123,7 @@ def make_mixers(cfg: TrainConfig) -> tuple[object, object]:
     rirs = augment.rir_bank(rir_dir, seed=cfg.seed)
     train = Mixer(speech.select("train"), noise.select("train"), mix, rirs[: len(rirs) * 3 // 4])
     # The dev protocol stays fixed whatever the training mix, so runs compare.
-    dev_mix = replace(mix, p_no_speech=DEV_P_NO_SPEECH)
+    dev_mix = replace(mix, **DEV_MIX)
     dev = Mixer(speech.select("dev"), noise.select("dev"), dev_mix, rirs[len(rirs) * 3 // 4 :])
     return train, dev
 
@@ -129,20 +141,31 @@ def predict(model: VadNet, x: np.ndarray, device: torch.device, batch: int = 64)
     return np.concatenate(out)
 
 
-def best_f1_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The threshold in [0.05, 0.95] that maximises frame F1."""
+def best_f1_threshold(
+    probs: np.ndarray, labels: np.ndarray, max_false_alarm: float | None = None
+) -> float:
+    """The threshold in [0.05, 0.95] that maximises frame F1 over all (N, frames) examples,
+    among those that call at most ``max_false_alarm`` of the frames of the speech-free
+    examples speech (the highest threshold if none does)."""
     grid = np.linspace(0.05, 0.95, 91)
-    f1 = [frame_metrics(probs, labels, float(t), with_auc=False)["f1"] for t in grid]
+    f1 = np.array([frame_metrics(probs, labels, float(t), with_auc=False)["f1"] for t in grid])
+    free = probs[labels.reshape(len(labels), -1).sum(1) == 0]
+    if max_false_alarm is not None and free.size:
+        fa = np.array([np.mean(free >= t) for t in grid])
+        f1 = np.where(fa <= max_false_alarm, f1, -1.0)
+        f1[-1] = max(f1[-1], -0.5)  # nothing meets the cap: the most conservative threshold
     return float(grid[int(np.argmax(f1))])
 
 
-def calibrate(model: VadNet, probs: np.ndarray, labels: np.ndarray) -> dict:
+def calibrate(
+    model: VadNet, probs: np.ndarray, labels: np.ndarray, max_false_alarm: float | None = None
+) -> dict:
     """Shift F's output bias so that P = 0.5 lands on the dev-optimal threshold."""
-    t = best_f1_threshold(probs.ravel(), labels.ravel())
+    t = best_f1_threshold(probs, labels, max_false_alarm)
     shift = -math.log(t / (1 - t))
     with torch.no_grad():
         model.F.out.bias += shift
-    return {"dev_f1_threshold_before": t, "logit_shift": shift}
+    return {"dev_f1_threshold_before": t, "logit_shift": shift, "max_false_alarm": max_false_alarm}
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -280,7 +303,7 @@ def train(cfg: TrainConfig | dict) -> Path:
     # 5. Calibrate the best model on dev and write the final checkpoint.
     model = load_model(out / "best.pt", device)
     _, before, probs = evaluate(model, dev, device)
-    calibration = calibrate(model, probs, dev[1])
+    calibration = calibrate(model, probs, dev[1], cfg.calibration_max_false_alarm)
     _, after, _ = evaluate(model, dev, device)
     final = out / "vadnet.pt"
     summary = {"dev_before_calibration": before, "dev": after, "calibration": calibration}

@@ -74,16 +74,19 @@ class Level:
     server_rss_mb: float | None
     mean_batch: float | None
     batches_per_s: float | None
+    # Server CPU per answered chunk: the cost that sets how many streams a core holds.
+    server_us_per_chunk: float | None = None
 
     def line(self) -> str:
         cpu = f"{self.server_cpu_cores:.2f}" if self.server_cpu_cores is not None else "?"
+        per = f"{self.server_us_per_chunk:.0f}" if self.server_us_per_chunk is not None else "?"
         rss = f"{self.server_rss_mb:.0f}" if self.server_rss_mb is not None else "?"
         batch = f"{self.mean_batch:.1f}" if self.mean_batch is not None else "?"
         return (
             f"streams={self.streams} chunk={self.chunk_ms:g}ms p50={self.p50_ms:.1f}ms"
             f" p95={self.p95_ms:.1f}ms p99={self.p99_ms:.1f}ms max={self.max_ms:.1f}ms"
             f" lost={self.lost_samples} failed={self.failed_streams} server_cpu={cpu}"
-            f" rss={rss}MB mean_batch={batch} chunks={self.chunks}"
+            f" us_per_chunk={per} rss={rss}MB mean_batch={batch} chunks={self.chunks}"
         )
 
 
@@ -351,6 +354,7 @@ def run_level(streams: int, args: argparse.Namespace, conn: dict, pid: int | Non
         server_rss_mb=rss,
         mean_batch=mean_batch,
         batches_per_s=bps,
+        server_us_per_chunk=cpu * wall / lat.size * 1e6 if cpu is not None and lat.size else None,
     )
 
 

@@ -10,13 +10,15 @@ import sys
 from vadnet.model.errors import InvalidInputError
 
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "init", "seed", "epochs",
-                "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "device")  # fmt: skip
+                "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "device",
+                "calibration_max_false_alarm")  # fmt: skip
 
 
 # TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
 # tests/test_train.py checks they agree.
-DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 40, "steps_per_epoch": 100,
-            "batch_size": 32, "workers": 2, "dev_examples": 400, "lr": 3e-3}  # fmt: skip
+DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 60, "steps_per_epoch": 100,
+            "batch_size": 32, "workers": 2, "dev_examples": 400, "lr": 3e-3,
+            "calibration_max_false_alarm": 0.03}  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +59,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         )
     p.add_argument("--lr", type=float, default=defaults["lr"], help="default %(default)s")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--calibration-max-fa",
+        dest="calibration_max_false_alarm",
+        type=_cap,
+        default=defaults["calibration_max_false_alarm"],
+        help="calibrate 0.5 to the best-F1 dev threshold with at most this false-alarm rate"
+        " on speech-free dev audio; 'none' for F1 alone (default %(default)s)",
+    )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+
+
+def _cap(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected a rate in [0, 1] or 'none', got {text!r}"
+        ) from e
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1] or 'none', got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

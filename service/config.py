@@ -47,6 +47,7 @@ class ServerConfig:
     auth_token_file: str | None = _opt(None, "file with the bearer token clients must send")
     drain_grace_s: float = _opt(10.0, "on SIGTERM, time open streams get to finish")
     log_format: str = _opt("text", "text or json (one JSON object per line)")
+    event_loop: str = _opt("auto", "asyncio or uvloop; auto: uvloop when it is installed")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ServerConfig:
@@ -89,6 +90,10 @@ class ServerConfig:
             raise InvalidInputError("--workers > 1 needs a fixed --port for the processes to share")
         if self.log_format not in ("text", "json"):
             raise InvalidInputError(f"--log-format must be text or json, got {self.log_format!r}")
+        if self.event_loop not in ("auto", "asyncio", "uvloop"):
+            raise InvalidInputError(
+                f"--event-loop must be auto, asyncio or uvloop, got {self.event_loop!r}"
+            )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise InvalidInputError(
                 f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}"

@@ -42,6 +42,7 @@ def test_env_then_flags():
         ({"workers": 2, "port": 0}, "fixed --port"),
         ({"device": "tpu"}, "--device"),
         ({"log_format": "xml"}, "--log-format"),
+        ({"event_loop": "trio"}, "--event-loop"),
         ({"nonsense": 1}, "unknown server options"),
     ],
 )
@@ -59,6 +60,22 @@ def test_workers_get_one_torch_thread_each():
     assert config.ServerConfig(workers=3, port=5000).effective_torch_threads == 1
     assert config.ServerConfig(torch_threads=4).effective_torch_threads == 4
     assert config.ServerConfig().effective_torch_threads == 0  # torch's own default
+
+
+def test_event_loop_choice():
+    import asyncio
+
+    import uvloop
+
+    from vadnet.service.cmd_serve import loop_factory
+
+    assert loop_factory("asyncio") is None  # asyncio.Runner's default loop
+    for name in ("auto", "uvloop"):  # uvloop is a dependency, so auto finds it
+        loop = loop_factory(name)()
+        try:
+            assert isinstance(loop, uvloop.Loop) and isinstance(loop, asyncio.AbstractEventLoop)
+        finally:
+            loop.close()
 
 
 def test_json_logs_are_one_object_per_line():

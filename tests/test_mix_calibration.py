@@ -1,0 +1,78 @@
+"""Background sampling knobs of the mixer, and the false-alarm-capped calibration."""
+
+import numpy as np
+
+from vadnet.model import augment
+from vadnet.model.data import MixConfig, Mixer
+from vadnet.model.train import best_f1_threshold
+
+
+class _Clips:
+    """A ClipSet-like set: each clip is a constant signal equal to its index + 1."""
+
+    def __init__(self, records, length=16000, labels=False):
+        self.clips, self.length, self.labels = records, length, labels
+
+    def clip(self, i):
+        return np.full(self.length, float(i + 1), np.float32)
+
+    def clip_labels(self, i):
+        return np.ones(self.length // 256, np.uint8)
+
+
+def _mixer(**mix):
+    speech = _Clips([{"source": "asterisk-en", "speaker": "a"}])
+    noise = _Clips(
+        [{"source": "m1", "kind": "music"}, {"source": "m2", "kind": "music"}]
+        + [{"source": f"s{k}", "kind": "sfx"} for k in range(3)]
+        + [{"source": "a0", "kind": "ambient"}]
+    )
+    return Mixer(speech, noise, MixConfig(**mix))
+
+
+def _music_share(mixer, draws=4000):
+    rng = np.random.default_rng(0)
+    pools = [mixer._pick_kind(rng) for _ in range(draws)]
+    return np.mean([p is mixer.noise_pools[mixer.music_pool] for p in pools])
+
+
+def test_music_share_sets_how_often_music_is_drawn():
+    assert abs(_music_share(_mixer(music_share=0.5)) - 0.5) < 0.03
+    assert abs(_music_share(_mixer(music_share=0.8)) - 0.8) < 0.03
+    # None: uniform over the three kinds (the dev protocol).
+    assert abs(_music_share(_mixer(music_share=None)) - 1 / 3) < 0.03
+
+
+def test_speed_off_draws_nothing_extra():
+    """p_speed=0 must leave the random stream (so the dev set) exactly as it was."""
+    a = _mixer(p_speed=0.0, music_share=None)
+    rng1, rng2 = np.random.default_rng(5), np.random.default_rng(5)
+    a._recorded(rng1, 4000)
+    rng2.integers(3), rng2.integers(1), rng2.integers(1), rng2.integers(0, 16000 - 4000 + 1)
+    assert rng1.random() == rng2.random()
+
+
+def test_change_speed_resamples_to_the_asked_length():
+    t = np.arange(16000) / 16000
+    x = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    y = augment.change_speed(x[:12000], 16000)  # 0.75x: the tone drops to 330 Hz
+    assert y.shape == (16000,) and y.dtype == np.float32
+    peak = np.argmax(np.abs(np.fft.rfft(y))) * 16000 / y.size
+    assert abs(peak - 330) < 3
+
+
+def test_capped_calibration_trades_f1_for_fewer_false_alarms():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((20, 50))
+    labels[:10, 10:40] = 1  # 10 examples with speech, 10 speech-free
+    probs = np.where(
+        labels > 0, rng.uniform(0.3, 1.0, labels.shape), rng.uniform(0, 0.5, labels.shape)
+    )
+    probs[10:] = rng.uniform(0, 0.8, (10, 50))  # music-like: louder than the gaps between words
+    free_fa = lambda t: np.mean(probs[10:] >= t)  # noqa: E731
+    t_f1 = best_f1_threshold(probs, labels)
+    t_cap = best_f1_threshold(probs, labels, max_false_alarm=0.01)
+    assert free_fa(t_f1) > 0.01 >= free_fa(t_cap)
+    assert t_cap > t_f1
+    # An unreachable cap falls back to the most conservative threshold.
+    assert best_f1_threshold(probs, labels, max_false_alarm=-1.0) == 0.95
