@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .errors import InvalidInputError
-from .network import VadNet
+from .network import VadNet, fold_batchnorm
 
 logger = logging.getLogger("vadnet")
 
@@ -134,9 +134,9 @@ class StreamBank:
     def __init__(
         self, model: VadNet, device: torch.device | str = "cpu", capacity: int = 64
     ) -> None:
-        self.model = model.eval()
+        # BatchNorms folded into the convs: the same function in fewer ops per pass.
+        self.model = fold_batchnorm(model).to(device)
         self.device = torch.device(device)
-        self.model.to(self.device)
         self._lock = threading.Lock()
         self._state = NetState.zeros(self.model, capacity, self.device)
         self._hosts: dict[int, _Host] = {}

@@ -92,3 +92,17 @@ def test_bad_hyper_parameters_fail_with_a_fix(kwargs, match):
 def test_config_round_trips_through_dict():
     cfg = ModelConfig(b_dilations=(1, 3), lookahead_frames=2)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_fold_batchnorm_is_the_same_function_in_fewer_ops():
+    from vadnet.model.checkpoint import load_model
+    from vadnet.model.network import fold_batchnorm
+
+    model = load_model()  # trained BatchNorm statistics, far from identity
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fused.modules())
+    x = torch.randn(3, 16000) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(fused(x), model(x), atol=1e-5)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # untouched
