@@ -29,6 +29,18 @@ from vadnet.model.streaming import StepResult, StreamBank
 logger = logging.getLogger("vadnet")
 
 _EMPTY = np.zeros(0, np.float32)
+MODEL_THREAD_NAME = b"vadnet-model"
+
+
+def _name_os_thread() -> None:
+    """Name the model thread for the OS too, so ``top -H`` and bench/server_cost.py can
+    tell its CPU from the event loop's (Python's thread names stay inside Python)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, MODEL_THREAD_NAME)  # PR_SET_NAME; Linux only
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -73,7 +85,9 @@ class Batcher:
         self.max_entry_samples = max_entry_samples
         self._on_batch = on_batch
         # One thread: batches run in order, and the bank is only touched from here.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="vadnet-batcher")
+        self._executor = ThreadPoolExecutor(
+            1, thread_name_prefix="vadnet-batcher", initializer=_name_os_thread
+        )
         self._ready: deque[Stream] = deque()
         self._wake: asyncio.Future | None = None
         self._full: asyncio.Future | None = None

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -40,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
 def serve(cfg: config_mod.ServerConfig) -> int:
     """Run one server process until SIGTERM/SIGINT; returns the exit status (0)."""
+    # oneDNN caches 1,024 conv primitives by shape; the server's batches come in every size
+    # (1..max_batch_size streams x a few lengths x 9 convs), which overflows that and
+    # rebuilds primitives all the time: the model thread spent ~10 % more CPU per chunk
+    # (bench/server_cost.py). Set before torch loads oneDNN; an explicit value wins.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16384")
     import torch
 
     if cfg.effective_torch_threads:
