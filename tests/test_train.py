@@ -122,3 +122,25 @@ def test_cli_defaults_match_train_config():
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     assert all(defaults[k] == v for k, v in DEFAULTS.items())
+
+
+def test_dev_set_does_not_follow_the_training_mix(tmp_path, user_data):
+    """Runs with different mixing recipes are scored on the same dev mixtures."""
+    from vadnet.model.data import fixed_set
+    from vadnet.model.train import DEV_MIX, TrainConfig, make_mixers
+
+    def dev(mix):
+        cfg = TrainConfig(
+            out_dir=str(tmp_path),
+            speech_dir=str(user_data / "speech"),
+            noise_dir=str(user_data / "noise"),
+            mix={"example_s": 2.0, **mix},
+        )
+        mixer = make_mixers(cfg)[1]
+        return mixer, fixed_set(mixer, 6, 0)
+
+    base, (x0, y0) = dev({})
+    other, (x1, y1) = dev({"p_generated_noise": 0.9, "music_share": 0.9, "p_speed": 1.0})
+    assert all(getattr(other.cfg, k) == v for k, v in DEV_MIX.items())
+    assert base.cfg == other.cfg
+    assert np.array_equal(x0, x1) and np.array_equal(y0, y1)
