@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from vadnet.service.cmd_loadtest import spawn_pinned
+
+VADNET_SERVE = ["serve", "--port", "0", "--metrics-port", "-1", "--device", "cpu"]
 
 
 # --- the floor server ----------------------------------------------------------------
@@ -96,21 +97,8 @@ def thread_kind(pid: int, tid: int, name: str) -> str:
     return "grpc and other"
 
 
-def start(cmd: list[str], cpus: str) -> tuple[subprocess.Popen, int]:
-    env = {**os.environ, "VADNET_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(
-        ["taskset", "-c", cpus, *cmd], stdout=subprocess.PIPE, text=True, env=env
-    )
-    line = proc.stdout.readline()
-    m = re.search(r"serving on .*:(\d+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, int(m.group(1))
-
-
 def measure(name: str, cmd: list[str], args: argparse.Namespace) -> dict:
-    proc, port = start(cmd, args.server_cpus)
+    proc, port = spawn_pinned(cmd, args.server_cpus)
     try:
         load = subprocess.Popen(
             [sys.executable, "-m", "vadnet.service.cli", "loadtest", "--server",
@@ -154,22 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [
         measure("floor", [sys.executable, __file__, "--serve-floor", "0"], args),
-        measure(
-            "vadnet",
-            [
-                sys.executable,
-                "-m",
-                "vadnet.service.cli",
-                "serve",
-                "--port",
-                "0",
-                "--metrics-port",
-                "-1",
-                "--device",
-                "cpu",
-            ],
-            args,
-        ),  # fmt: skip
+        measure("vadnet", [sys.executable, "-m", "vadnet.service.cli", *VADNET_SERVE], args),
     ]
     lines = [
         f"{args.streams} streams x {args.chunk_ms:g} ms chunks, server on CPU {args.server_cpus},"

@@ -149,12 +149,12 @@ def best_f1_threshold(
     among those that call at most ``max_false_alarm`` of the frames of the speech-free
     examples speech (the highest threshold if none does)."""
     grid = np.linspace(0.05, 0.95, 91)
-    f1 = np.array([frame_metrics(probs, labels, float(t), with_auc=False)["f1"] for t in grid])
     free = probs[labels.reshape(len(labels), -1).sum(1) == 0]
     if max_false_alarm is not None and free.size:
-        fa = np.array([np.mean(free >= t) for t in grid])
-        f1 = np.where(fa <= max_false_alarm, f1, -1.0)
-        f1[-1] = max(f1[-1], -0.5)  # nothing meets the cap: the most conservative threshold
+        grid = grid[[np.mean(free >= t) <= max_false_alarm for t in grid]]
+        if not grid.size:  # nothing meets the cap: the most conservative threshold
+            return 0.95
+    f1 = [frame_metrics(probs, labels, float(t), with_auc=False)["f1"] for t in grid]
     return float(grid[int(np.argmax(f1))])
 
 

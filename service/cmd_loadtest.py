@@ -236,19 +236,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str]:
-    """`vadnet serve` under taskset; returns it, its target and its metrics URL."""
-    metrics_port = _free_port()
-    cmd = ["taskset", "-c", args.server_cpus, sys.executable, "-m", "vadnet.service.cli", "serve"]
-    cmd += ["--port", "0", "--metrics-port", str(metrics_port), *args.server_args.split()]
+def spawn_pinned(cmd: list[str], cpus: str) -> tuple[subprocess.Popen, int]:
+    """Start a server command under ``taskset -c cpus``; returns it and the port from its
+    first line (``... serving on HOST:PORT``)."""
     env = {**os.environ, "VADNET_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        ["taskset", "-c", cpus, *cmd], stdout=subprocess.PIPE, text=True, env=env
+    )
     line = proc.stdout.readline()
-    m = re.search(r"serving on (.*):(\d+)", line)
+    m = re.search(r"serving on .*:(\d+)", line)
     if not m:
         proc.kill()
         raise RuntimeError(f"server did not start: {line!r}")
-    return proc, f"127.0.0.1:{m.group(2)}", f"http://127.0.0.1:{metrics_port}/metrics"
+    return proc, int(m.group(1))
+
+
+def _spawn(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str]:
+    """`vadnet serve` under taskset; returns it, its target and its metrics URL."""
+    metrics_port = _free_port()
+    cmd = [sys.executable, "-m", "vadnet.service.cli", "serve", "--port", "0"]
+    cmd += ["--metrics-port", str(metrics_port), *args.server_args.split()]
+    proc, port = spawn_pinned(cmd, args.server_cpus)
+    return proc, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
 
 
 # --- idle streams: memory ---------------------------------------------------------------
