@@ -1,9 +1,12 @@
-# vadnet gRPC server. One image for the CPU and, with `--gpus all`, for NVIDIA GPUs: PyPI's
-# torch wheel carries its own CUDA libraries; the host only needs the NVIDIA driver.
+# vadnet gRPC server, in two flavours that differ only in the torch build the wheelhouse holds:
+#   cpu  (~1.3 GB): torch's CPU-only wheel; serves on the CPU.
+#   cuda (~6 GB):   PyPI's torch wheel with its own CUDA libraries; serves on the CPU and, with
+#                   `--gpus all`, on NVIDIA GPUs (the host only needs the NVIDIA driver).
 #
 # Python packages come only from build/wheelhouse, made on the host with `pip download`
 # (deploy/ci/wheelhouse.sh): the build needs no PyPI access and no certificate authorities.
 #   deploy/ci/wheelhouse.sh && podman build --format docker -t vadnet:0.1.0 .
+#   FLAVOR=cuda deploy/ci/wheelhouse.sh && podman build --format docker -t vadnet:0.1.0-cuda .
 # `make docker-test` (deploy/ci/docker-test.sh) builds it and checks the running container.
 ARG BASE_IMAGE=debian:bookworm-slim
 
@@ -36,7 +39,7 @@ RUN --mount=type=bind,source=build/wheelhouse,target=/wheelhouse \
 # Stage 2: the runtime, with only what serving needs (torchaudio, librosa... are vadnet[train]).
 FROM python
 COPY --from=build /dist /tmp/dist
-# The wheelhouse is bind-mounted, not copied, so its ~3 GB of wheels stay out of the layers.
+# The wheelhouse is bind-mounted, not copied, so its wheels (~3 GB for cuda) stay out of the layers.
 RUN --mount=type=bind,source=build/wheelhouse,target=/wheelhouse \
     python3 -m venv /opt/vadnet \
     && /opt/vadnet/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse \

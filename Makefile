@@ -35,8 +35,10 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 # Build the image with podman and check the running container (deploy/ci/docker-test.sh).
+# FLAVOR=cpu (~1 GB image, what CI checks) or FLAVOR=cuda (~6 GB, CPU and NVIDIA GPUs).
+FLAVOR ?= cpu
 docker-test: $(STAMP)
-	nice -n 10 deploy/ci/docker-test.sh
+	FLAVOR=$(FLAVOR) nice -n 10 deploy/ci/docker-test.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

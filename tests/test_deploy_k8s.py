@@ -108,10 +108,13 @@ def test_deployment_probes_ports_drain_and_settings(dep):
     if c["securityContext"].get("readOnlyRootFilesystem"):
         assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
     gpus = c["resources"].get("limits", {}).get("nvidia.com/gpu")
+    # The cpu image (torch's CPU-only build) cannot use a GPU: GPU pods need the -cuda tag.
     if labels["vadnet/variant"] == "gpu":
         assert int(gpus) >= 1 and cfg.device.startswith("cuda")
+        assert c["image"].endswith("-cuda"), c["image"]
     else:
         assert gpus is None and cfg.device == "cpu"
+        assert not c["image"].endswith("-cuda"), c["image"]
 
 
 def _selects(selector: dict, labels: dict) -> bool:

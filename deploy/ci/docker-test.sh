@@ -10,14 +10,16 @@
 # /metrics counts the stream, and SIGTERM (podman stop) drains an open stream and exits 0.
 # The container and the store are removed on exit, whatever failed.
 #
-# Environment: IMAGE (default localhost/vadnet:ci), STORAGE_DRIVER (overlay; vfs also works),
+# Environment: FLAVOR (cpu, the default, or cuda: which torch build the image carries, see
+# deploy/ci/wheelhouse.sh), IMAGE (default localhost/vadnet:ci-FLAVOR), STORAGE_DRIVER (overlay; vfs also works),
 # DEBIAN_MIRROR (default: the first URIs of the host's apt sources), KEEP_STORE=DIR (keep the
 # image in DIR instead of a temporary store), VADNET_CACHE (default ~/.cache/vadnet).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
-IMAGE=${IMAGE:-localhost/vadnet:ci}
+FLAVOR=${FLAVOR:-cpu}
+IMAGE=${IMAGE:-localhost/vadnet:ci-$FLAVOR}
 BASE=debian:bookworm-slim
 DRIVER=${STORAGE_DRIVER:-overlay}
 CACHE=${VADNET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vadnet}
@@ -68,6 +70,20 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# Peak disk use: the image's layer exists three times while podman commits it (the
+# container's upper dir, an uncompressed blob in /var/tmp, the stored layer), on top of the
+# wheelhouse. Measured here (free space sampled every second, 2026-11-29): 1.7 GB for cpu,
+# 25 GB for cuda. A CI machine once ran out of space at the cuda commit with an obscure
+# ENOSPC, so say it up front instead.
+case "$FLAVOR" in
+    cpu) NEED_GB=4 ;;
+    cuda) NEED_GB=28 ;;
+    *) fail "FLAVOR must be cpu or cuda, not '$FLAVOR'" ;;
+esac
+FREE_GB=$(df -P -BG /var/tmp | awk 'NR == 2 {print int($4)}')
+echo "flavor $FLAVOR; ${FREE_GB} GB free in /var/tmp, ~${NEED_GB} GB needed"
+[ "$FREE_GB" -ge "$NEED_GB" ] || fail "only ${FREE_GB} GB free in /var/tmp; the $FLAVOR image build needs ~${NEED_GB} GB"
+
 step "base image $BASE"
 ROOTFS_TAR=$CACHE/debian-bookworm-minbase.tar
 if [ ! -s "$ROOTFS_TAR" ]; then
@@ -87,8 +103,8 @@ fi
 pm import -q "$ROOTFS_TAR" "localhost/$BASE" >/dev/null
 pm tag "localhost/$BASE" "docker.io/library/$BASE"
 
-step "wheelhouse (serving dependencies only)"
-deploy/ci/wheelhouse.sh build/wheelhouse
+step "wheelhouse (serving dependencies only, torch for $FLAVOR)"
+FLAVOR=$FLAVOR deploy/ci/wheelhouse.sh build/wheelhouse
 
 step "podman build $IMAGE"
 pm build --pull=never --isolation chroot --format docker --layers=false \
