@@ -84,6 +84,27 @@ def test_batch_of_streams_at_different_positions_and_lengths(model):
         assert np.abs(have - want).max(initial=0) <= TOL
 
 
+def test_traced_step_equals_eager_on_shapes_it_was_not_traced_on(model):
+    """The bank's step is a TorchScript trace made on a batch of 2 x 2 hops: it must not
+    have baked those sizes in (batch, hops, which rows, a grown bank)."""
+    rng = np.random.default_rng(7)
+    traced, eager = StreamBank(model, capacity=2), StreamBank(model, capacity=2, trace=False)
+    assert isinstance(traced._step, torch.jit.ScriptModule)
+    assert not isinstance(eager._step, torch.jit.ScriptModule)
+    slots = [(traced.open(), eager.open()) for _ in range(37)]  # both grow to 64 slots
+    for n_streams, max_len in [(37, 1600), (1, 256), (5, 40_000), (20, 300), (37, 1)]:
+        pick = rng.choice(len(slots), n_streams, replace=False)
+        chunks = [
+            (rng.standard_normal(int(rng.integers(0, max_len + 1))) * 0.1).astype(np.float32)
+            for _ in pick
+        ]
+        a = traced.advance([slots[k][0] for k in pick], chunks)
+        b = eager.advance([slots[k][1] for k in pick], chunks)
+        for ra, rb in zip(a, b, strict=True):
+            assert ra.first_frame == rb.first_frame
+            np.testing.assert_allclose(ra.probs, rb.probs, rtol=0, atol=1e-6)
+
+
 def test_flush_emits_lookahead_frames_and_reset_restarts(model):
     x = (np.random.default_rng(3).standard_normal(10_000) * 0.1).astype(np.float32)
     vad = StreamingVAD(model)
