@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,9 +33,16 @@ _EMPTY = np.zeros(0, np.float32)
 MODEL_THREAD_NAME = b"vadnet-model"
 
 
-def _name_os_thread() -> None:
+def _init_model_thread() -> None:
     """Name the model thread for the OS too, so ``top -H`` and bench/server_cost.py can
-    tell its CPU from the event loop's (Python's thread names stay inside Python)."""
+    tell its CPU from the event loop's (Python's thread names stay inside Python), and run
+    it under the default policy even when the I/O threads are SCHED_BATCH (``vadnet serve
+    --sched-batch``), so that their wake-ups do not preempt it."""
+    if hasattr(os, "SCHED_OTHER"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError as e:
+            logger.debug("model thread keeps its scheduling policy: %s", e)
     try:
         import ctypes
 
@@ -86,7 +94,7 @@ class Batcher:
         self._on_batch = on_batch
         # One thread: batches run in order, and the bank is only touched from here.
         self._executor = ThreadPoolExecutor(
-            1, thread_name_prefix="vadnet-batcher", initializer=_name_os_thread
+            1, thread_name_prefix="vadnet-batcher", initializer=_init_model_thread
         )
         self._ready: deque[Stream] = deque()
         self._wake: asyncio.Future | None = None

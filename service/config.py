@@ -48,6 +48,9 @@ class ServerConfig:
     drain_grace_s: float = _opt(10.0, "on SIGTERM, time open streams get to finish")
     log_format: str = _opt("text", "text or json (one JSON object per line)")
     event_loop: str = _opt("auto", "asyncio or uvloop; auto: uvloop when it is installed")
+    sched_batch: bool = _opt(
+        True, "Linux: I/O threads under SCHED_BATCH, so they do not preempt a running batch"
+    )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ServerConfig:

@@ -81,6 +81,30 @@ async def test_sigterm_drains_and_exits_0(model):
             proc.wait()
 
 
+async def test_io_threads_run_sched_batch_and_the_model_thread_does_not():
+    """--sched-batch (the default): every thread of the server is SCHED_BATCH except the
+    batcher's model thread, so network wake-ups do not preempt a running batch."""
+    proc, _port = await _start_server(grace_s=1.0)
+    try:
+        policies = {}
+        for task in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{task}/comm") as f:
+                name = "main" if int(task) == proc.pid else f.read().strip()
+            policies.setdefault(name, set()).add(os.sched_getscheduler(int(task)))
+        # the model thread exists: warm-up ran on it before the server said it is serving
+        assert policies["vadnet-model"] == {os.SCHED_OTHER}, policies
+        # the event loop and gRPC's threads (the ones numpy's BLAS started at import, before
+        # `serve` runs, keep the default; they sleep while serving)
+        for name in ("main", "event_engine", "grpc_global_tim"):
+            assert policies[name] == {os.SCHED_BATCH}, policies
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 async def test_workers_share_one_port_and_drain(tmp_path):
     """--workers 2: two processes on one port (SO_REUSEPORT); SIGTERM drains both; exit 0."""
     import socket
