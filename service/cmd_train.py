@@ -11,14 +11,16 @@ from vadnet.model.errors import InvalidInputError
 
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "init", "seed", "epochs",
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "device",
-                "calibration_max_false_alarm")  # fmt: skip
+                "calibration_max_false_alarm", "hard_negative_fraction",
+                "hard_negative_weight")  # fmt: skip
 
 
 # TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
 # tests/test_train.py checks they agree.
 DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 60, "steps_per_epoch": 100,
             "batch_size": 32, "workers": 2, "dev_examples": 400, "lr": 3e-3,
-            "calibration_max_false_alarm": 0.03}  # fmt: skip
+            "calibration_max_false_alarm": 0.03, "hard_negative_fraction": 0.0,
+            "hard_negative_weight": 1.0}  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +68,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=defaults["calibration_max_false_alarm"],
         help="calibrate 0.5 to the best-F1 dev threshold with at most this false-alarm rate"
         " on speech-free dev audio; 'none' for F1 alone (default %(default)s)",
+    )
+    p.add_argument(
+        "--hard-negative-fraction",
+        type=float,
+        default=defaults["hard_negative_fraction"],
+        help="also weigh the hardest FRACTION of non-speech frames per batch (default %(default)s: off)",
+    )
+    p.add_argument(
+        "--hard-negative-weight",
+        type=float,
+        default=defaults["hard_negative_weight"],
+        help="weight of that hard-negative loss (default %(default)s)",
     )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
 

@@ -1,6 +1,10 @@
-"""Background sampling knobs of the mixer, and the false-alarm-capped calibration."""
+"""Background sampling knobs of the mixer, the false-alarm-capped calibration and the
+hard-negative loss."""
 
 import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
 
 from vadnet.model import augment
 from vadnet.model.data import MixConfig, Mixer
@@ -76,3 +80,29 @@ def test_capped_calibration_trades_f1_for_fewer_false_alarms():
     assert t_cap > t_f1
     # An unreachable cap falls back to the most conservative threshold.
     assert best_f1_threshold(probs, labels, max_false_alarm=-1.0) == 0.95
+
+
+def test_hard_negative_loss_adds_the_hardest_non_speech_frames():
+    from vadnet.model.train import frame_loss
+
+    labels = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]])
+    logits = torch.tensor([[2.0, -3.0, 4.0, 0.0, -1.0]])  # frame 2 is a confident false alarm
+    plain = F.binary_cross_entropy_with_logits(logits, labels)
+    assert torch.allclose(frame_loss(logits, labels), plain)
+    # a quarter of the 4 non-speech frames: the hardest one only, at logit 4
+    hardest = F.binary_cross_entropy_with_logits(torch.tensor(4.0), torch.tensor(0.0))
+    assert torch.allclose(frame_loss(logits, labels, 0.25, 2.0), plain + 2.0 * hardest)
+    # its gradient goes to the false alarm, not to the easy negatives
+    x = logits.clone().requires_grad_(True)
+    (frame_loss(x, labels, 0.25, 2.0) - F.binary_cross_entropy_with_logits(x, labels)).backward()
+    assert x.grad[0, 2] > 0 and torch.count_nonzero(x.grad) == 1
+
+
+def test_hard_negative_options_are_checked():
+    from vadnet.model.errors import InvalidInputError
+    from vadnet.model.train import TrainConfig
+
+    with pytest.raises(InvalidInputError, match="hard_negative_fraction"):
+        TrainConfig(hard_negative_fraction=1.5)
+    with pytest.raises(InvalidInputError, match="hard_negative_weight"):
+        TrainConfig(hard_negative_weight=-1)
