@@ -32,6 +32,18 @@ async def _start_server(grace_s: float) -> tuple[subprocess.Popen, int]:
     return proc, int(m.group(1))
 
 
+async def _sigterm_exits_0(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 30) == 0
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Whatever failed, leave no server behind."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 async def test_sigterm_drains_and_exits_0(model):
     x, rate = sf.read(DATA / "speech_en.wav", dtype="float32")
     probs, segments = offline(model, x, rate)
@@ -76,9 +88,7 @@ async def test_sigterm_drains_and_exits_0(model):
             assert await abandoned.call.code() == grpc.StatusCode.OK
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
 
 
 async def test_io_threads_run_sched_batch_and_the_model_thread_does_not():
@@ -97,12 +107,9 @@ async def test_io_threads_run_sched_batch_and_the_model_thread_does_not():
         # `serve` runs, keep the default; they sleep while serving)
         for name in ("main", "event_engine", "grpc_global_tim"):
             assert policies[name] == {os.SCHED_BATCH}, policies
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 30) == 0
+        await _sigterm_exits_0(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
 
 
 async def test_workers_share_one_port_and_drain(tmp_path):
@@ -127,9 +134,6 @@ async def test_workers_share_one_port_and_drain(tmp_path):
                 finals = [r async for r in client.stream(DATA / "noise.wav", chunk_ms=250)]
                 results.add(finals[-1].summary.frames)
         assert results == {125}
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 30) == 0
+        await _sigterm_exits_0(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
