@@ -45,6 +45,9 @@ class MixConfig:
     p_clean: float = 0.15  # SNR 40-60 dB
     snr_db: tuple[float, float] = (-5.0, 25.0)  # clean to -5 dB, as asked
     p_generated_noise: float = 0.35  # else a recorded background
+    # Share of generated backgrounds that are synthetic music (augment.melody) instead of
+    # noise. 0 in the dev protocol.
+    p_melody: float = 0.0
     # Share of recorded backgrounds that are music (None: uniform over kinds, the dev
     # protocol). At 1/3 the model still called 6 % of held-out music frames speech, and
     # 2-34 % of the frames of some *training* tracks: music was too rare to be learnt.
@@ -162,11 +165,17 @@ class Mixer:
             x = augment.change_speed(x, n)
         return (x / augment.rms(x)).astype(np.float32) if augment.rms(x) > 1e-5 else x
 
+    def _generated(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        # Draw only when enabled, so the dev protocol's random stream stays as it was.
+        if self.cfg.p_melody and rng.random() < self.cfg.p_melody:
+            return augment.melody(rng, n)
+        return augment.generated_noise(rng, n)
+
     def _background(self, rng: np.random.Generator, n: int) -> np.ndarray:
         cfg = self.cfg
         if rng.random() < cfg.p_silent_background:
             return rng.standard_normal(n).astype(np.float32) * (0.0 if rng.random() < 0.5 else 1e-3)
-        draw = augment.generated_noise if rng.random() < cfg.p_generated_noise else self._recorded
+        draw = self._generated if rng.random() < cfg.p_generated_noise else self._recorded
         b = draw(rng, n)
         if rng.random() < cfg.p_two_backgrounds:
             b = b + 10 ** (rng.uniform(-15, 0) / 20) * self._recorded(rng, n)

@@ -36,7 +36,8 @@ logger = logging.getLogger("vadnet")
 # The dev protocol, fixed whatever the training mix so that runs (and bench/) compare:
 # 30 % speech-free examples, 35 % generated backgrounds, recorded ones uniform over kind,
 # no resampling; everything else at MixConfig's defaults (the same 400 mixtures since v3).
-DEV_MIX = {"p_no_speech": 0.3, "p_generated_noise": 0.35, "music_share": None, "p_speed": 0.0}
+DEV_MIX = {"p_no_speech": 0.3, "p_generated_noise": 0.35, "music_share": None, "p_speed": 0.0,
+           "p_melody": 0.0}  # fmt: skip
 
 
 @dataclass

@@ -56,6 +56,28 @@ def test_speed_off_draws_nothing_extra():
     assert rng1.random() == rng2.random()
 
 
+def test_melody_off_draws_nothing_extra_and_on_draws_music():
+    """p_melody=0 leaves the random stream (so the dev set) as it was; p_melody=1 makes
+    every generated background a melody."""
+    rng1, rng2 = np.random.default_rng(9), np.random.default_rng(9)
+    off = _mixer(p_melody=0.0)._generated(rng1, 4000)
+    np.testing.assert_array_equal(off, augment.generated_noise(rng2, 4000))
+    assert rng1.random() == rng2.random()
+    rng1, rng2 = np.random.default_rng(9), np.random.default_rng(9)
+    on = _mixer(p_melody=1.0)._generated(rng1, 4000)
+    rng2.random()
+    np.testing.assert_array_equal(on, augment.melody(rng2, 4000))
+
+
+def test_melody_is_a_unit_rms_function_of_its_seed():
+    xs = [augment.melody(np.random.default_rng(seed), 32000) for seed in (1, 1, 2)]
+    for x in xs:
+        assert x.shape == (32000,) and x.dtype == np.float32 and np.isfinite(x).all()
+        assert abs(float(np.std(x)) - 1.0) < 1e-3
+    np.testing.assert_array_equal(xs[0], xs[1])
+    assert not np.array_equal(xs[0], xs[2])
+
+
 def test_change_speed_resamples_to_the_asked_length():
     t = np.arange(16000) / 16000
     x = np.sin(2 * np.pi * 440 * t).astype(np.float32)
