@@ -403,7 +403,9 @@ def run(argv: list[str] | None) -> int:
         "markdown": table,
     }
     out.write_text(json.dumps(finite_or_none(blob), indent=1) + "\n")
-    log(f"wrote {out}")
+    # The same report as Markdown beside it, so the two can never disagree.
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    log(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
 

@@ -1,6 +1,8 @@
 """Training loop: read it top to bottom.
 
-    vadnet train --cache cache/sources --out runs/bundled          # the bundled model
+    vadnet train --cache cache/sources --out runs/v4               # the bundled model, stage 1
+    vadnet train --init runs/v4/best.pt --out runs/bundled --epochs 20 --lr 1e-3 \
+        --hard-negative-fraction 0.05 --p-melody 0.3               # stage 2 (docs/model.md)
     vadnet train --speech-dir my/speech --noise-dir my/noise       # fine-tune on your mixes
     vadnet train --manifest my/labels.csv                          # fine-tune on labelled audio
 
@@ -42,7 +44,8 @@ DEV_MIX = {"p_no_speech": 0.3, "p_generated_noise": 0.35, "music_share": None, "
 
 @dataclass
 class TrainConfig:
-    """What a training run does. The defaults reproduce the bundled model."""
+    """What a training run does. The defaults reproduce the bundled model's first stage;
+    its second stage is a fine-tune with hard negatives and synthetic music (docs/model.md)."""
 
     out_dir: str = "runs/bundled"
     cache_dir: str = "cache/sources"  # decoded sources (``vadnet train --prepare`` builds it)

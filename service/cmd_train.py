@@ -81,6 +81,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=defaults["hard_negative_weight"],
         help="weight of that hard-negative loss (default %(default)s)",
     )
+    p.add_argument(
+        "--p-melody",
+        type=float,
+        help="share of generated backgrounds that are synthetic music (default 0; the"
+        " bundled model's second stage uses 0.3, see docs/model.md)",
+    )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
 
 
@@ -118,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError("give either --manifest or --speech-dir/--noise-dir, not both")
     cfg = {k: getattr(args, k) for k in _TRAIN_FLAGS}
     cfg["resume"] = not args.no_resume
+    if args.p_melody is not None:
+        if not 0.0 <= args.p_melody <= 1.0:
+            raise InvalidInputError(f"--p-melody must be in [0, 1], got {args.p_melody}")
+        cfg["mix"] = {"p_melody": args.p_melody}
     final = train.train(cfg)
     sys.stdout.write(f"{final}\n")
     return 0

@@ -70,6 +70,8 @@ def test_compare_quick_run_reports_every_system(tmp_path, data_dir):
     # The streaming pass reproduces the offline one (StreamBank is exact).
     assert res["vadnet_streaming"]["max_abs_diff_vs_offline"] < 1e-4
     assert res["vadnet_streaming"]["state_bytes_per_stream"] > 0
+    # the Markdown report beside the JSON is the printed one
+    assert (tmp_path / "compare.md").read_text() == proc.stdout
 
 
 def test_grid_mappings():
