@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import augment
+from .errors import InvalidInputError
 from .labels import HOP
 
 logger = logging.getLogger("vadnet")
@@ -64,6 +65,10 @@ class MixConfig:
     p_dc: float = 0.1
     gain_db: tuple[float, float] = (-35.0, 10.0)  # around -20 dBFS RMS, as asked
     p_dropout: float = 0.05  # a stretch of digital silence (muted line) inside the example
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p_melody <= 1.0:
+            raise InvalidInputError(f"p_melody must be in [0, 1], got {self.p_melody}")
 
     @property
     def example_samples(self) -> int:

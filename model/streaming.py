@@ -298,11 +298,10 @@ def _traced_step(model: VadNet, device: torch.device) -> torch.nn.Module:
     read from tensors, not baked in), so one trace serves any batch and any chunk length;
     tests/test_streaming.py checks it against eager on other shapes."""
     step = _BankStep(model).eval()
-    p = next(model.parameters())
     state = NetState.zeros(model, 3, device)
     example = (
         torch.tensor([2, 0], device=device),
-        torch.zeros(2, 2 * model.hop_samples, device=device, dtype=p.dtype),
+        torch.zeros(2, 2 * model.hop_samples, device=device, dtype=state.a.dtype),
         torch.tensor([2, 1], device=device),
         *state.tensors(),
     )

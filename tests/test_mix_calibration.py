@@ -128,3 +128,10 @@ def test_hard_negative_options_are_checked():
         TrainConfig(hard_negative_fraction=1.5)
     with pytest.raises(InvalidInputError, match="hard_negative_weight"):
         TrainConfig(hard_negative_weight=-1)
+
+
+def test_p_melody_is_checked_where_the_mix_is_made():
+    from vadnet.model.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="p_melody"):
+        MixConfig(p_melody=1.5)

@@ -92,8 +92,8 @@ async def test_sigterm_drains_and_exits_0(model):
 
 
 async def test_io_threads_run_sched_batch_and_the_model_thread_does_not():
-    """--sched-batch (the default): every thread of the server is SCHED_BATCH except the
-    batcher's model thread, so network wake-ups do not preempt a running batch."""
+    """--sched-batch (the default): the event loop and gRPC's threads are SCHED_BATCH, the
+    batcher's model thread is not, so network wake-ups do not preempt a running batch."""
     proc, _port = await _start_server(grace_s=1.0)
     try:
         policies = {}
