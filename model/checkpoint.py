@@ -6,6 +6,7 @@ works right after install with nothing downloaded.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from importlib import resources
 from pathlib import Path
@@ -71,3 +72,15 @@ def model_version(path: str | Path | None = None) -> str:
     """A short version string of a checkpoint: its ``version`` field or 'unversioned'."""
     blob = read_checkpoint(bundled_path() if path is None else path)
     return str(blob.get("version", "unversioned"))
+
+
+def weights_version(date: str, model: VadNet) -> str:
+    """``DATE+DIGEST``: the training date and the first 8 hex digits of a SHA-256 over the
+    weights (parameters and buffers, in state_dict order). Why the digest: two models
+    trained the same day had the same version, and ModelInfo.version is how a client
+    tells which weights answered it."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"{date.split('+')[0]}+{h.hexdigest()[:8]}"

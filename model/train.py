@@ -27,7 +27,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
-from .checkpoint import bundled_path, load_model, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    bundled_path,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    weights_version,
+)
 from .data import MixConfig, Mixer, batch_loader, fixed_set
 from .errors import InvalidInputError
 from .metrics import frame_metrics
@@ -345,7 +351,7 @@ def train(cfg: TrainConfig | dict) -> Path:
     save_checkpoint(
         final,
         model,
-        version=time.strftime("%Y.%m.%d"),
+        version=weights_version(time.strftime("%Y.%m.%d"), model),
         train_config=json.dumps(asdict(cfg)),
         **summary,
     )
@@ -364,14 +370,13 @@ def train(cfg: TrainConfig | dict) -> Path:
 
 def bundle(checkpoint: str | Path) -> Path:
     """Copy a trained checkpoint into the package as the bundled model."""
-    dst = bundled_path()
-    save_checkpoint(
-        dst,
-        load_model(checkpoint),
-        **{
-            k: v
-            for k, v in read_checkpoint(checkpoint).items()
-            if k not in ("config", "state_dict", "format_version")
-        },
-    )
+    dst, model = bundled_path(), load_model(checkpoint)
+    extra = {
+        k: v
+        for k, v in read_checkpoint(checkpoint).items()
+        if k not in ("config", "state_dict", "format_version")
+    }
+    # Checkpoints written before versions carried a weights digest get one here.
+    extra["version"] = weights_version(str(extra.get("version", "unversioned")), model)
+    save_checkpoint(dst, model, **extra)
     return dst

@@ -1,13 +1,14 @@
 """Training smoke tests on tiny generated data: runs, is deterministic, resumes exactly."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from vadnet.model.checkpoint import load_model, read_checkpoint
+from vadnet.model.checkpoint import load_model, read_checkpoint, weights_version
 from vadnet.model.train import train
 
 TINY = {"a_channels": 8, "b_channels": 8, "f_hidden": 8, "b_dilations": [1, 2]}
@@ -88,6 +89,11 @@ def test_different_seed_gives_different_weights(tmp_path, user_data):
     a = run(tmp_path / "a", user_data, epochs=1)
     b = run(tmp_path / "b", user_data, epochs=1, seed=1)
     assert any(not torch.equal(v, weights(b)[k]) for k, v in weights(a).items())
+    # Same day, different weights: the versions differ in their digest, which is the
+    # digest of the weights the file holds.
+    va, vb = (read_checkpoint(p)["version"] for p in (a, b))
+    assert re.fullmatch(r"\d{4}\.\d\d\.\d\d\+[0-9a-f]{8}", va) and va != vb
+    assert va == weights_version(va, load_model(a))
 
 
 def test_fine_tune_from_labelled_manifest_starts_from_bundled(tmp_path, user_data):
