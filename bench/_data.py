@@ -37,6 +37,7 @@ class ClipGroup:
     name: str
     clips: list[np.ndarray] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    recordings: list[str] = field(default_factory=list)  # file name of each piece's clip
 
     @property
     def seconds(self) -> float:
@@ -86,4 +87,5 @@ def load_backgrounds(
                 x = np.clip(x * (10 ** (level_dbfs / 20) / rms), -1.0, 1.0)
             group.clips.append(x.astype(np.float32))
             group.sources.append(dev.clips[i]["source"])
+            group.recordings.append(dev.clips[i]["path"].rsplit("/", 1)[-1])
     return groups["music"], groups["noise"]

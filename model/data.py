@@ -57,6 +57,9 @@ class MixConfig:
     # tracks become many more timbres and keys. 0 in the dev protocol.
     p_speed: float = 0.5
     speed: tuple[float, float] = (0.8, 1.25)
+    # Share of recorded music backgrounds cut by a rhythmic gate (augment.rhythmic_gate).
+    # 0 in the dev protocol.
+    p_music_gate: float = 0.0
     p_two_backgrounds: float = 0.15
     p_silent_background: float = 0.08  # digital or near-digital silence under the speech
     p_telephone: float = 0.2  # 8 kHz + mu-law: call-centre audio
@@ -67,8 +70,10 @@ class MixConfig:
     p_dropout: float = 0.05  # a stretch of digital silence (muted line) inside the example
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.p_melody <= 1.0:
-            raise InvalidInputError(f"p_melody must be in [0, 1], got {self.p_melody}")
+        for name in ("p_melody", "p_music_gate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InvalidInputError(f"{name} must be in [0, 1], got {value}")
 
     @property
     def example_samples(self) -> int:
@@ -153,6 +158,7 @@ class Mixer:
         if not self.noise_pools:
             return augment.generated_noise(rng, n)
         sources = self._pick_kind(rng)
+        music = self.music_pool is not None and sources is self.noise_pools[self.music_pool]
         clips = sources[rng.integers(len(sources))]
         x = self.noise.clip(clips[rng.integers(len(clips))])
         # Draw only when enabled, so the dev protocol's random stream stays as it was.
@@ -168,6 +174,9 @@ class Mixer:
         x = x[start : start + need]
         if speed != 1.0:
             x = augment.change_speed(x, n)
+        # Draw only when enabled, so the dev protocol's random stream stays as it was.
+        if music and self.cfg.p_music_gate and rng.random() < self.cfg.p_music_gate:
+            x = augment.rhythmic_gate(rng, x)
         return (x / augment.rms(x)).astype(np.float32) if augment.rms(x) > 1e-5 else x
 
     def _generated(self, rng: np.random.Generator, n: int) -> np.ndarray:

@@ -13,6 +13,7 @@ _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
                 "hard_negative_weight")  # fmt: skip
+MIX_FLAGS = ("p_melody", "p_music_gate")  # MixConfig fields that have a flag
 
 
 # TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prepare",
         action="store_true",
-        help="decode the Debian sound packages into --cache-dir and exit",
+        help="decode the Debian sound packages into --cache and exit",
     )
     p.add_argument(
         "--bundle", metavar="CKPT", help="copy a trained checkpoint into the package and exit"
@@ -87,6 +88,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="share of generated backgrounds that are synthetic music (default 0; the"
         " bundled model's second stage uses 0.3, see docs/model.md)",
     )
+    p.add_argument(
+        "--p-music-gate",
+        type=float,
+        help="share of recorded music backgrounds cut by a rhythmic gate (default 0)",
+    )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
 
 
@@ -124,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError("give either --manifest or --speech-dir/--noise-dir, not both")
     cfg = {k: getattr(args, k) for k in _TRAIN_FLAGS}
     cfg["resume"] = not args.no_resume
-    if args.p_melody is not None:  # MixConfig checks the range
-        cfg["mix"] = {"p_melody": args.p_melody}
+    # MixConfig checks the ranges.
+    cfg["mix"] = {k: getattr(args, k) for k in MIX_FLAGS if getattr(args, k) is not None}
     final = train.train(cfg)
     sys.stdout.write(f"{final}\n")
     return 0

@@ -82,3 +82,25 @@ def test_grid_mappings():
     np.testing.assert_allclose(silero_to_grid(np.array([0.1, 0.9]), 1000), [0.1, 0.1, 0.9, 0.9])
     # frame centres 128, 384, 640, 896 -> 30 ms windows 0, 0, 1, 1
     assert webrtc_to_grid(np.array([1.0, 0.0, 1.0]), 480, 1000).tolist() == [1, 1, 0, 0]
+
+
+def test_music_fa_maps_false_alarms_by_recording_and_by_synthetic_kind(tmp_path, data_dir):
+    cache = tiny_cache(tmp_path, data_dir)
+    out = tmp_path / "music_fa.json"
+    cmd = [sys.executable, "bench/music_fa.py", "--cache-dir", str(cache), "--clips", "2"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (counts,) = json.loads(out.read_text())["results"].values()
+    assert set(counts) == {
+        "held-out music.wav",
+        "synthetic lead",
+        "synthetic notes",
+        "synthetic melody",
+    }
+    assert counts["held-out music.wav"][1] == 4 * 16000 // 256  # the whole 4 s clip
+    for kind in ("lead", "notes", "melody"):
+        hits, frames = counts[f"synthetic {kind}"]
+        assert frames == 2 * 375 and 0 <= hits <= frames
+    assert "| synthetic lead | 12 |" in proc.stdout

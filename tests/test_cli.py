@@ -93,6 +93,7 @@ def _in_process(work: Path, data: Path) -> dict[str, list[str]]:
         "bad_manifest": ["eval", str(work / "bad.csv")],
         "no_manifest": ["eval", str(work / "nope.csv")],
         "no_file": ["detect"],
+        "bad_gate": ["train", "--p-music-gate", "2", "--out", str(work / "t")],
     }
 
 
@@ -214,6 +215,7 @@ def test_export_command(runs, work, model):
         ("bad_manifest", ["bad.csv:2", "3 columns"]),
         ("no_manifest", ["manifest not found"]),
         ("no_file", ["required", "file"]),
+        ("bad_gate", ["p_music_gate must be in [0, 1], got 2.0"]),
     ],
 )
 def test_bad_inputs_fail_with_one_line(runs, name, words):

@@ -78,6 +78,22 @@ def test_melody_is_a_unit_rms_function_of_its_seed():
     assert not np.array_equal(xs[0], xs[2])
 
 
+def test_lead_voice_is_one_unbroken_tone_unlike_separate_notes():
+    """The legato lead never stops between notes (what made held-out leads look like
+    speech); voices of separate notes leave gaps and decay. Checked over 16 ms frames."""
+
+    def quiet_share(x):
+        rms = np.sqrt(np.mean(x[: x.size // 256 * 256].reshape(-1, 256) ** 2, axis=1))
+        return float(np.mean(rms < 0.1 * np.median(rms)))
+
+    scale = (0, 2, 4, 5, 7, 9, 11)
+    for seed in range(5):
+        lead = augment.lead_voice(np.random.default_rng(seed), 48000, 60, scale)
+        assert np.isfinite(lead).all() and quiet_share(lead) == 0.0
+    notes = [augment.note_voice(np.random.default_rng(s), 48000, 60, scale) for s in range(20)]
+    assert max(quiet_share(x) for x in notes) > 0.05
+
+
 def test_change_speed_resamples_to_the_asked_length():
     t = np.arange(16000) / 16000
     x = np.sin(2 * np.pi * 440 * t).astype(np.float32)
@@ -135,3 +151,32 @@ def test_p_melody_is_checked_where_the_mix_is_made():
 
     with pytest.raises(InvalidInputError, match="p_melody"):
         MixConfig(p_melody=1.5)
+    with pytest.raises(InvalidInputError, match="p_music_gate must be in"):
+        MixConfig(p_music_gate=-0.1)
+
+
+def test_music_gate_cuts_recorded_music_only_and_draws_nothing_when_off():
+    """p_music_gate=1 gates every recorded music background and nothing else; at 0 (the
+    dev protocol) the random stream is the one a mixer without the gate draws."""
+    common = {"p_speed": 0.0, "p_two_backgrounds": 0.0}
+    rngs = [np.random.default_rng(3) for _ in range(3)]
+    off = _mixer(music_share=1.0, p_music_gate=0.0, **common)._recorded(rngs[0], 16000)
+    sfx = _mixer(music_share=0.0, p_music_gate=1.0, **common)._recorded(rngs[1], 16000)
+    on = _mixer(music_share=1.0, p_music_gate=1.0, **common)._recorded(rngs[2], 16000)
+    # the test clips are constant signals: ungated they stay constant
+    assert np.ptp(off) == 0.0 and np.ptp(sfx) == 0.0
+    assert np.ptp(on) > 0.5 and abs(augment.rms(on) - 1.0) < 1e-3
+    # off, the draws are exactly the ungated ones: kind, source, clip, start
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    _mixer(music_share=1.0, p_music_gate=0.0, **common)._recorded(a, 16000)
+    b.random(), b.integers(2), b.integers(1), b.integers(0, 1)
+    assert a.random() == b.random()
+
+
+def test_rhythmic_gate_opens_40_to_90_percent_of_each_beat():
+    x = np.ones(32000, np.float32)
+    for seed in range(10):
+        g = augment.rhythmic_gate(np.random.default_rng(seed), x)
+        assert g.shape == x.shape and g.dtype == np.float32
+        assert g.max() == pytest.approx(1.0) and g.min() <= 0.3 + 1e-6
+        assert 0.35 <= np.mean(g > 0.65) <= 0.95
