@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,3 +90,17 @@ def load_backgrounds(
             group.sources.append(dev.clips[i]["source"])
             group.recordings.append(dev.clips[i]["path"].rsplit("/", 1)[-1])
     return groups["music"], groups["noise"]
+
+
+def add_model_arguments(ap: argparse.ArgumentParser) -> None:
+    """The flags every per-model bench shares: --cache-dir, --model (repeatable), --out."""
+    ap.add_argument("--cache-dir", default="cache/sources")
+    ap.add_argument("--model", action="append", help="checkpoint (repeat); default bundled")
+    ap.add_argument("--out", help="also write the results as JSON here")
+
+
+def model_paths(args: argparse.Namespace) -> list[str]:
+    """The --model paths, or the bundled checkpoint's when none was given."""
+    from vadnet.model.checkpoint import bundled_path
+
+    return args.model or [str(bundled_path())]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import load_backgrounds  # noqa: E402
+from _data import add_model_arguments, load_backgrounds, model_paths  # noqa: E402
 
 SR = 16_000
 LEVEL = 0.1  # -20 dBFS RMS, the mixer's central level and compare.py's
@@ -64,12 +64,10 @@ def false_alarms(model, clips: list[np.ndarray]) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cache-dir", default="cache/sources")
-    ap.add_argument("--model", action="append", help="checkpoint (repeat); default bundled")
+    add_model_arguments(ap)
     ap.add_argument("--clips", type=int, default=100, help="synthetic clips per kind")
-    ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args(argv)
-    from vadnet.model.checkpoint import bundled_path, load_model
+    from vadnet.model.checkpoint import load_model
 
     torch.set_num_threads(1)
     music, _ = load_backgrounds(args.cache_dir, 30.0, 300.0, -20.0)
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         sets[f"held-out {name}"].append(x)
     for kind in ("lead", "notes", "melody"):
         sets[f"synthetic {kind}"] = synthetic(kind, args.clips)
-    paths = args.model or [str(bundled_path())]
+    paths = model_paths(args)
     results = {
         p: {k: false_alarms(load_model(p).eval(), v) for k, v in sets.items()} for p in paths
     }

@@ -104,3 +104,25 @@ def test_music_fa_maps_false_alarms_by_recording_and_by_synthetic_kind(tmp_path,
         hits, frames = counts[f"synthetic {kind}"]
         assert frames == 2 * 375 and 0 <= hits <= frames
     assert "| synthetic lead | 12 |" in proc.stdout
+
+
+def test_threshold_sweep_trades_dev_recall_for_false_alarms(tmp_path, data_dir):
+    cache = tiny_cache(tmp_path, data_dir)
+    out = tmp_path / "sweep.json"
+    cmd = [sys.executable, "bench/threshold_sweep.py", "--cache-dir", str(cache)]
+    proc = subprocess.run(
+        [*cmd, "--dev-examples", "3", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"].values()
+    rows = result["rows"]
+    assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
+    assert rows[0]["threshold"] == 0.5 and 0.0 < result["music_max"] < 1.0
+    # a higher threshold never calls more frames speech
+    for key in ("dev_recall", "fa_music", "fa_noise"):
+        assert all(a[key] >= b[key] for a, b in zip(rows, rows[1:], strict=False)), key
+    assert "| 0.50 |" in proc.stdout
