@@ -125,4 +125,6 @@ def test_threshold_sweep_trades_dev_recall_for_false_alarms(tmp_path, data_dir):
     # a higher threshold never calls more frames speech
     for key in ("dev_recall", "fa_music", "fa_noise"):
         assert all(a[key] >= b[key] for a, b in zip(rows, rows[1:], strict=False)), key
-    assert "| 0.50 |" in proc.stdout
+    # at matched recall, each model sits at the threshold that gives the asked dev recall
+    assert [round(r["dev_recall"], 2) for r in result["matched"]] == [0.75, 0.8]
+    assert "| 0.500 |" in proc.stdout and "At matched dev recall" in proc.stdout
