@@ -104,3 +104,13 @@ def model_paths(args: argparse.Namespace) -> list[str]:
     from vadnet.model.checkpoint import bundled_path
 
     return args.model or [str(bundled_path())]
+
+
+def frame_probs(model, clips) -> np.ndarray:
+    """All frames' P(speech) over ``clips`` (each (T,) or an (N, T) batch), flattened."""
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate(
+            [model(torch.from_numpy(np.atleast_2d(x))).numpy().ravel() for x in clips]
+        )

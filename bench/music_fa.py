@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import add_model_arguments, load_backgrounds, model_paths  # noqa: E402
+from _data import add_model_arguments, frame_probs, load_backgrounds, model_paths  # noqa: E402
 
 SR = 16_000
 LEVEL = 0.1  # -20 dBFS RMS, the mixer's central level and compare.py's
@@ -54,12 +54,8 @@ def synthetic(kind: str, count: int, seconds: float = 6.0) -> list[np.ndarray]:
 
 def false_alarms(model, clips: list[np.ndarray]) -> tuple[int, int]:
     """(frames with P >= 0.5, frames) over ``clips``."""
-    hits = frames = 0
-    with torch.inference_mode():
-        for x in clips:
-            p = model(torch.from_numpy(x)[None])[0].numpy()
-            hits, frames = hits + int((p >= 0.5).sum()), frames + p.size
-    return hits, frames
+    p = frame_probs(model, clips)
+    return int((p >= 0.5).sum()), p.size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("lead", "notes", "melody"):
         sets[f"synthetic {kind}"] = synthetic(kind, args.clips)
     paths = model_paths(args)
-    results = {
-        p: {k: false_alarms(load_model(p).eval(), v) for k, v in sets.items()} for p in paths
-    }
+    results = {}
+    for p in paths:
+        model = load_model(p).eval()
+        results[p] = {k: false_alarms(model, v) for k, v in sets.items()}
     sys.stdout.write("| audio | seconds | " + " | ".join(paths) + " |\n")
     sys.stdout.write("|---|---:|" + "---:|" * len(paths) + "\n")
     for k, v in sets.items():

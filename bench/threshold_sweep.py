@@ -26,19 +26,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import add_model_arguments, load_backgrounds, load_dev, model_paths  # noqa: E402
+from _data import (  # noqa: E402
+    add_model_arguments,
+    frame_probs,
+    load_backgrounds,
+    load_dev,
+    model_paths,
+)
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 # Dev recalls to compare models at: around the bundled models' calibrated 0.79.
 RECALLS = (0.75, 0.8)
-
-
-def probs(model, clips) -> np.ndarray:
-    """All frames' P(speech) over ``clips`` (each (T,) or a (N, T) batch), flattened."""
-    with torch.inference_mode():
-        return np.concatenate(
-            [model(torch.from_numpy(np.atleast_2d(x))).numpy().ravel() for x in clips]
-        )
 
 
 def sweep(model, dev, music, noise, thresholds, recalls) -> dict:
@@ -48,8 +46,8 @@ def sweep(model, dev, music, noise, thresholds, recalls) -> dict:
     fa_noise}. ``matched``: the same, one per dev recall in ``recalls``, at the threshold
     that gives that recall; comparing models there takes calibration out of the comparison.
     """
-    p_dev = probs(model, [dev.audio[i : i + 32] for i in range(0, len(dev.audio), 32)])
-    p_music, p_noise = probs(model, music.clips), probs(model, noise.clips)
+    p_dev = frame_probs(model, [dev.audio[i : i + 32] for i in range(0, len(dev.audio), 32)])
+    p_music, p_noise = frame_probs(model, music.clips), frame_probs(model, noise.clips)
     speech = p_dev[dev.labels.reshape(-1) > 0.5]
     at_recall = [float(np.quantile(speech, 1.0 - r, method="higher")) for r in recalls]
     return {
