@@ -50,8 +50,9 @@ DEV_MIX = {"p_no_speech": 0.3, "p_generated_noise": 0.35, "music_share": None, "
 
 @dataclass
 class TrainConfig:
-    """What a training run does. The defaults reproduce the bundled model's first stage;
-    its second stage is a fine-tune with hard negatives and synthetic music (docs/model.md)."""
+    """What a training run does. The defaults are the bundled model's first stage (the same
+    metrics on a rerun, not the same bits); its second stage is a fine-tune with hard
+    negatives and synthetic music (docs/model.md)."""
 
     out_dir: str = "runs/bundled"
     cache_dir: str = "cache/sources"  # decoded sources (``vadnet train --prepare`` builds it)

@@ -91,7 +91,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--p-music-gate",
         type=float,
-        help="share of recorded music backgrounds cut by a rhythmic gate (default 0)",
+        help="share of recorded music backgrounds cut by a rhythmic gate (default 0; no gain"
+        " measured on the bundled recipe, see docs/model.md)",
     )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
 
