@@ -128,3 +128,7 @@ def test_threshold_sweep_trades_dev_recall_for_false_alarms(tmp_path, data_dir):
     # at matched recall, each model sits at the threshold that gives the asked dev recall
     assert [round(r["dev_recall"], 2) for r in result["matched"]] == [0.75, 0.8]
     assert "| 0.500 |" in proc.stdout and "At matched dev recall" in proc.stdout
+    # exact calibration's threshold: within its range, and under the cap when it can judge
+    cal = result["calibrated"]
+    assert 0.01 <= cal["threshold"] <= 0.99 and "exact calibration picks" in proc.stdout
+    assert not cal["dev_free_fa"] > 0.03  # NaN (no speech-free example) or within the cap

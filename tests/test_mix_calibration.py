@@ -8,7 +8,9 @@ import torch.nn.functional as F  # noqa: N812
 
 from vadnet.model import augment
 from vadnet.model.data import MixConfig, Mixer
-from vadnet.model.train import best_f1_threshold
+from vadnet.model.metrics import frame_metrics
+from vadnet.model.network import ModelConfig, VadNet
+from vadnet.model.train import CALIBRATION_RANGE, best_f1_threshold, calibrate
 
 
 class _Clips:
@@ -117,7 +119,44 @@ def test_capped_calibration_trades_f1_for_fewer_false_alarms():
     assert free_fa(t_f1) > 0.01 >= free_fa(t_cap)
     assert t_cap > t_f1
     # An unreachable cap falls back to the most conservative threshold.
-    assert best_f1_threshold(probs, labels, max_false_alarm=-1.0) == 0.95
+    assert best_f1_threshold(probs, labels, max_false_alarm=-1.0) == CALIBRATION_RANGE[1]
+
+
+def test_calibration_threshold_is_exact_not_a_grid_point():
+    """Every threshold a brute-force search tries is no better than the one chosen (same
+    cap), and the chosen one meets the cap; a 0.01 grid would miss optima between points."""
+    rng = np.random.default_rng(1)
+    labels = np.zeros((30, 40))
+    labels[:20, 5:30] = 1
+    logits = rng.normal(np.where(labels > 0, 1.0, -2.5), 1.2)
+    probs = 1 / (1 + np.exp(-logits))
+    free = probs[20:]
+    for cap in (None, 0.02, 0.05):
+        t = best_f1_threshold(probs, labels, cap)
+        assert cap is None or np.mean(free >= t) <= cap
+        best = frame_metrics(probs, labels, t, with_auc=False)["f1"]
+        for u in np.unique(probs):  # every distinct P is a threshold a search could pick
+            if CALIBRATION_RANGE[0] <= u <= CALIBRATION_RANGE[1] and (
+                cap is None or np.mean(free >= u) <= cap
+            ):
+                assert frame_metrics(probs, labels, u, with_auc=False)["f1"] <= best + 1e-12
+
+
+def test_calibrate_moves_the_chosen_threshold_to_exactly_one_half():
+    """After the logit shift, P >= 0.5 calls exactly the frames that P >= t called."""
+    torch.manual_seed(0)
+    model = VadNet(ModelConfig(a_channels=8, b_channels=8, f_hidden=8)).eval()
+    x = torch.randn(12, 256 * 60) * torch.linspace(0.001, 0.3, 12)[:, None]
+    with torch.no_grad():
+        probs = model(x).numpy()
+    labels = (np.arange(probs.shape[1]) % 7 < 3) * np.ones_like(probs)
+    labels[8:] = 0  # four speech-free examples for the cap
+    info = calibrate(model, probs, labels, max_false_alarm=0.2)
+    with torch.no_grad():
+        after = model(x).numpy()
+    t = info["dev_f1_threshold_before"]
+    assert np.array_equal(probs >= t, after >= 0.5)
+    assert np.mean(after[8:] >= 0.5) <= 0.2
 
 
 def test_hard_negative_loss_adds_the_hardest_non_speech_frames():
