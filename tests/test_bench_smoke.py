@@ -47,14 +47,18 @@ def tiny_cache(root: Path, data_dir: Path) -> Path:
     return build_cache(root / "cache", synth_utterances=0, workers=1, items=items)
 
 
+def run_bench(script: str, cache: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``bench/SCRIPT --cache-dir CACHE ARGS --out OUT`` as a user would; must exit 0."""
+    cmd = [sys.executable, f"bench/{script}", "--cache-dir", str(cache), *args, "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_compare_quick_run_reports_every_system(tmp_path, data_dir):
     cache = tiny_cache(tmp_path, data_dir)
     out = tmp_path / "compare.json"
-    cmd = [sys.executable, "bench/compare.py", "--cache-dir", str(cache), "--quick"]
-    proc = subprocess.run(
-        [*cmd, "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("compare.py", cache, out, "--quick")
     for name in SYSTEMS:
         assert f"| {name}" in proc.stdout
     assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") + proc.stdout.count("N/A:") >= 3
@@ -87,11 +91,7 @@ def test_grid_mappings():
 def test_music_fa_maps_false_alarms_by_recording_and_by_synthetic_kind(tmp_path, data_dir):
     cache = tiny_cache(tmp_path, data_dir)
     out = tmp_path / "music_fa.json"
-    cmd = [sys.executable, "bench/music_fa.py", "--cache-dir", str(cache), "--clips", "2"]
-    proc = subprocess.run(
-        [*cmd, "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("music_fa.py", cache, out, "--clips", "2")
     (counts,) = json.loads(out.read_text())["results"].values()
     assert set(counts) == {
         "held-out music.wav",
@@ -109,15 +109,7 @@ def test_music_fa_maps_false_alarms_by_recording_and_by_synthetic_kind(tmp_path,
 def test_threshold_sweep_trades_dev_recall_for_false_alarms(tmp_path, data_dir):
     cache = tiny_cache(tmp_path, data_dir)
     out = tmp_path / "sweep.json"
-    cmd = [sys.executable, "bench/threshold_sweep.py", "--cache-dir", str(cache)]
-    proc = subprocess.run(
-        [*cmd, "--dev-examples", "3", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("threshold_sweep.py", cache, out, "--dev-examples", "3")
     (result,) = json.loads(out.read_text())["results"].values()
     rows = result["rows"]
     assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
@@ -132,3 +124,16 @@ def test_threshold_sweep_trades_dev_recall_for_false_alarms(tmp_path, data_dir):
     cal = result["calibrated"]
     assert 0.01 <= cal["threshold"] <= 0.99 and "exact calibration picks" in proc.stdout
     assert not cal["dev_free_fa"] > 0.03  # NaN (no speech-free example) or within the cap
+
+
+def test_fa_neighbours_votes_for_the_training_speech_sources(tmp_path, data_dir):
+    cache = tiny_cache(tmp_path, data_dir)
+    out = tmp_path / "nn.json"
+    args = ("--clips", "1", "--threshold", "0", "--k", "3")
+    proc = run_bench("fa_neighbours.py", cache, out, *args)
+    (result,) = json.loads(out.read_text())["results"].values()
+    # threshold 0: every frame of the 4 s music clip is a "false alarm" with neighbours
+    assert result["false_alarms"] == 4 * 16000 // 256 and result["speech_frames"] > 0
+    (source,) = result["sources"].values()  # one training speech source: all the votes
+    assert source["votes"] == 1.0 and source["ratio"] == 1.0
+    assert "| espeak-test |" in proc.stdout
