@@ -107,6 +107,21 @@ def fa_rate(scores: list[np.ndarray]) -> float:
     return float(np.mean(s >= 0.5))
 
 
+def false_segments(scores: list[np.ndarray]) -> dict:
+    """Speech segments the segmenter (default options, Silero's names and meanings) makes
+    of background-only clips' frame scores: every one is a false barge-in for a voice
+    bot. -> {"per_min": segments per minute of audio, "share": share of the audio's time
+    inside them}. Frame rates count single frames; this counts what a user sees."""
+    from vadnet.model.segmenter import segment_probs
+
+    if not scores:
+        return {"per_min": math.nan, "share": math.nan}
+    seconds = sum(s.size for s in scores) * 256 / SR
+    segments = [seg for s in scores for seg in segment_probs(s.astype(np.float64))]
+    inside = sum(seg.duration_s for seg in segments)
+    return {"per_min": 60 * len(segments) / seconds, "share": inside / seconds}
+
+
 def run_clips(system, clips) -> tuple[list[np.ndarray], float]:
     """Score clips one by one -> (per-clip frame scores, CPU seconds)."""
     t0 = time.process_time()
@@ -142,6 +157,8 @@ def evaluate(
         "dev_false_alarm_rate": m["false_alarm_rate"],
         "fa_music": fa_rate(music_scores),
         "fa_noise": fa_rate(noise_scores),
+        "segments_music": false_segments(music_scores),
+        "segments_noise": false_segments(noise_scores),
         "audio_s": seconds,
         "cpu_s": cpu,
         "xrt_offline": seconds / cpu if cpu > 0 else math.nan,
@@ -268,7 +285,19 @@ def markdown(res: dict, stream: dict, streams: int, chunk_ms: int, batch: int) -
         f"| vadnet streaming ({streams} streams x {chunk_ms} ms) | | | | "
         f"| {fmt(stream['xrt_streaming'], '.0f')} | | {stream['state_bytes_per_stream']} B |"
     )
-    return head + "\n".join(rows) + "\n"
+    segments = (
+        "\nSpeech segments on background-only audio (the segmenter's defaults: threshold 0.5,"
+        " min_speech_duration_ms 250, min_silence_duration_ms 100, speech_pad_ms 30):\n\n"
+        "| system | music: segments / min | music: share of time | noise: segments / min "
+        "| noise: share of time |\n|---|---:|---:|---:|---:|\n"
+    )
+    for name, r in res.items():
+        m, n = r["segments_music"], r["segments_noise"]
+        segments += (
+            f"| {name} | {fmt(m['per_min'], '.2f')} | {fmt(m['share'], '.3f')} "
+            f"| {fmt(n['per_min'], '.2f')} | {fmt(n['share'], '.3f')} |\n"
+        )
+    return head + "\n".join(rows) + "\n" + segments
 
 
 def machine() -> dict:

@@ -69,6 +69,9 @@ def test_compare_quick_run_reports_every_system(tmp_path, data_dir):
     for name, r in res["systems"].items():
         assert 0.0 <= r["fa_music"] <= 1.0 and 0.0 <= r["fa_noise"] <= 1.0, name
         assert 0.0 <= r["dev_f1"] <= 1.0 and r["xrt_offline"] > 0, name
+        for group in ("music", "noise"):
+            seg = r[f"segments_{group}"]
+            assert seg["per_min"] >= 0 and 0.0 <= seg["share"] <= 1.0, (name, group)
     # Silero's per-stream state as measured: (2, 1, 128) + (1, 64) float32.
     assert res["systems"]["silero-onnx"]["state_bytes_per_stream"] == 4 * (256 + 64)
     # The streaming pass reproduces the offline one (StreamBank is exact).
@@ -86,6 +89,20 @@ def test_grid_mappings():
     np.testing.assert_allclose(silero_to_grid(np.array([0.1, 0.9]), 1000), [0.1, 0.1, 0.9, 0.9])
     # frame centres 128, 384, 640, 896 -> 30 ms windows 0, 0, 1, 1
     assert webrtc_to_grid(np.array([1.0, 0.0, 1.0]), 480, 1000).tolist() == [1, 1, 0, 0]
+
+
+def test_false_segments_count_what_the_segmenter_emits():
+    sys.path.insert(0, str(REPO / "bench"))
+    from compare import false_segments
+
+    quiet, blip = np.zeros(3750), np.zeros(3750)  # two 60 s clips of 16 ms frames
+    blip[100:110] = 0.9  # 160 ms: under min_speech_duration_ms 250, no segment
+    talk = blip.copy()
+    talk[1000:1100] = 0.9  # 1.6 s: one segment, padded 30 ms each side
+    assert false_segments([quiet, blip]) == {"per_min": 0.0, "share": 0.0}
+    got = false_segments([quiet, talk])
+    assert got["per_min"] == 0.5  # one segment in two minutes
+    assert abs(got["share"] - (1.6 + 0.06) / 120) < 1e-6
 
 
 def test_music_fa_maps_false_alarms_by_recording_and_by_synthetic_kind(tmp_path, data_dir):
