@@ -47,8 +47,20 @@ def hidden(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h[0, :, la:].T.numpy(), p[0, la:].numpy()
 
 
-def speech_bank(model, cache_dir: str, clips: int, seed: int = 0):
-    """F's hidden features at the speech frames of training clips -> (features, sources)."""
+def label(clip: dict, by: str) -> str:
+    """What a bank frame votes for: its source, or with ``by="folder"`` source:folder, the
+    folder holding a recorded file (a voice, unit or prompt set within the source;
+    megaglest's UNIT/sounds/ counts as UNIT). Synthetic clips ("synth:ENGINE:VOICE:N")
+    have no folder and vote for their engine."""
+    if by == "source" or clip["path"].startswith("synth:"):
+        return clip["source"]
+    folders = [d for d in clip["path"].replace("::", "/").split("/")[:-1] if d != "sounds"]
+    return f"{clip['source']}:{folders[-1]}"
+
+
+def speech_bank(model, cache_dir: str, clips: int, by: str = "source", seed: int = 0):
+    """F's hidden features at the speech frames of training clips -> (features, labels).
+    ``clips`` per source (sampled uniformly within it, as the mixer does)."""
     from vadnet.model.sources import load_cache
 
     speech = load_cache(cache_dir)[0].select("train")
@@ -57,14 +69,14 @@ def speech_bank(model, cache_dir: str, clips: int, seed: int = 0):
         by_source.setdefault(c["source"], []).append(i)
     rng = np.random.default_rng(seed)
     feats, sources = [], []
-    for source, idx in sorted(by_source.items()):
+    for _, idx in sorted(by_source.items()):
         for i in rng.choice(idx, size=min(clips, len(idx)), replace=False):
             x, labels = speech.clip(int(i)), speech.clip_labels(int(i))
             h, p = hidden(model, x * (LEVEL / (np.std(x) + 1e-9)))
             n = min(len(labels), len(h))
             keep = (labels[:n] > 0.5) & (p[:n] >= 0.5)
             feats.append(h[:n][keep])
-            sources += [source] * int(keep.sum())
+            sources += [label(speech.clips[int(i)], by)] * int(keep.sum())
     return np.concatenate(feats), np.array(sources)
 
 
@@ -92,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=40, help="training clips per speech source")
     ap.add_argument("--k", type=int, default=10, help="neighbours per false alarm")
     ap.add_argument("--threshold", type=float, default=0.5, help="P that counts as speech")
+    ap.add_argument(
+        "--by", choices=("source", "folder"), default="source", help="what a neighbour votes for"
+    )
+    ap.add_argument("--top", type=int, default=15, help="table rows per model")
     args = ap.parse_args(argv)
     from vadnet.model.checkpoint import load_model
 
@@ -100,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for path in model_paths(args):
         model = load_model(path).eval()
-        bank, sources = speech_bank(model, args.cache_dir, args.clips)
+        bank, sources = speech_bank(model, args.cache_dir, args.clips, args.by)
         fa = [h[p >= args.threshold] for h, p in (hidden(model, x) for x in music.clips)]
         queries = np.concatenate(fa)
         k = min(args.k, len(bank) - 1)
@@ -113,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(
             f"\n{path}: {r['false_alarms']} music frames called speech, "
             f"{r['speech_frames']} training speech frames\n\n"
-            "| speech source | share of neighbours | share of speech frames | ratio |\n"
+            "| training speech | share of neighbours | share of speech frames | ratio |\n"
             "|---|---:|---:|---:|\n"
         )
-        for s, v in r["sources"].items():
+        for s, v in list(r["sources"].items())[: args.top]:
             sys.stdout.write(f"| {s} | {v['votes']:.3f} | {v['base']:.3f} | {v['ratio']:.2f} |\n")
     if args.out:
         Path(args.out).write_text(json.dumps({"command": sys.argv, "results": results}, indent=1))

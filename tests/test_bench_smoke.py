@@ -154,3 +154,5 @@ def test_fa_neighbours_votes_for_the_training_speech_sources(tmp_path, data_dir)
     (source,) = result["sources"].values()  # one training speech source: all the votes
     assert source["votes"] == 1.0 and source["ratio"] == 1.0
     assert "| espeak-test |" in proc.stdout
+    folders = run_bench("fa_neighbours.py", cache, out, *args, "--by", "folder")
+    assert "| espeak-test:data |" in folders.stdout  # the source, then the file's folder
