@@ -10,6 +10,7 @@ VARIANT:
   no-synthetic   (v20) no synthetic speech in the training mix (p_synthetic 0).
   no-megaglest   (v21) megaglest left out of the training speech.
   no-commander   (v22) warzone2100's commander voice (audio/memressp/cmndrvoc) left out.
+  more-synthetic (v23) synthetic speech in half the utterances (p_synthetic 0.5, not 0.25).
 
 The dev set is untouched in every variant: only the training mixer changes.
 """
@@ -59,7 +60,10 @@ def training_speech_without(keep) -> type[Mixer]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("variant", choices=("long-a", "no-synthetic", "no-megaglest", "no-commander"))
+    ap.add_argument(
+        "variant",
+        choices=("long-a", "no-synthetic", "more-synthetic", "no-megaglest", "no-commander"),
+    )
     ap.add_argument("--init", default="runs/v4.pt")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -69,8 +73,8 @@ def main() -> None:
     cfg = {**STAGE2, "init": args.init, "out_dir": str(out)}
     if args.variant == "long-a":
         cfg["init"] = grow_a(args.init, out)
-    elif args.variant == "no-synthetic":
-        cfg["mix"] = {**cfg["mix"], "p_synthetic": 0.0}
+    elif args.variant in ("no-synthetic", "more-synthetic"):
+        cfg["mix"] = {**cfg["mix"], "p_synthetic": 0.0 if args.variant == "no-synthetic" else 0.5}
     elif args.variant == "no-megaglest":
         train_module.Mixer = training_speech_without(lambda c: c["source"] != "megaglest")
     else:
