@@ -1,4 +1,4 @@
-"""The stage-2 recipe (docs/model.md) with one change, for the experiments v19-v22 in the
+"""The stage-2 recipe (docs/model.md) with one change, for the experiments v19-v23 in the
 model card's history. Not part of the package: each variant was tried once and not kept.
 
     .venv/bin/python docs/experiments/stage2_variants.py VARIANT --init runs/v4.pt --out runs/vNN
