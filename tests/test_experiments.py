@@ -41,3 +41,43 @@ def test_training_speech_filter_leaves_dev_speech_alone():
     mixer = training_speech_without(lambda c: "/cmndrvoc/" not in c["path"])
     assert mixer(_Speech("train"), None).real == [[1, 2]]
     assert mixer(_Speech("dev"), None).real == [[0, 1, 2]]
+
+
+class _Noise:
+    """Two music and two sfx background sources of constant signals."""
+
+    clips = [
+        {"source": f"{kind}{k}", "kind": kind, "split": "train"}
+        for kind in ("music", "sfx")
+        for k in range(2)
+    ]
+
+    def clip(self, i):
+        return np.full(16000, 0.01 * (i + 1), np.float32)
+
+
+class _OneSpeaker(_Speech):
+    def clip(self, i):
+        return np.sin(np.arange(8000, dtype=np.float32) / 5) * 0.1
+
+    def clip_labels(self, i):
+        return np.ones(-(-8000 // 256), np.float32)  # ceil: the last frame is partial
+
+
+def test_music_head_mixer_marks_music_without_changing_the_mixtures():
+    from music_head import MusicMarkingMixer
+
+    from vadnet.model.data import MixConfig, Mixer
+
+    cfg = MixConfig(p_melody=0.5, example_s=1.0)
+    plain = Mixer(_OneSpeaker("train"), _Noise(), cfg)
+    marking = MusicMarkingMixer(_OneSpeaker("train"), _Noise(), cfg)
+    dev = MusicMarkingMixer(_OneSpeaker("dev"), _Noise(), cfg)
+    r1, r2, r3 = (np.random.default_rng(3) for _ in range(3))
+    marked = 0
+    for _ in range(40):
+        (x, y), (xm, ym), (_, yd) = plain.example(r1), marking.example(r2), dev.example(r3)
+        assert np.array_equal(x, xm) and np.array_equal(y, ym % 2)  # same draws, same audio
+        assert yd.max() <= 1  # the dev set is never marked
+        marked += ym.max() >= 2
+    assert 0 < marked < 40  # some examples have music behind them, some do not
