@@ -55,8 +55,20 @@ def load_dev(cache_dir: str, count: int, seed: int = 0) -> DevSet:
     return DevSet(audio.astype(np.float32), labels.astype(np.float32))
 
 
+# compare.py's held-out backgrounds (its full run's defaults): pieces of at most 30 s,
+# 300 s of music and 300 s of other noise, each piece at -20 dBFS RMS, the mixer's central
+# level. The per-model benches score exactly these frames, so their FA music is compare's.
+PIECE_S, GROUP_S, LEVEL_DBFS = 30.0, 300.0, -20.0
+LEVEL = 10 ** (LEVEL_DBFS / 20)  # the same level as an RMS amplitude: 0.1
+
+
+def compare_backgrounds(cache_dir: str) -> tuple[ClipGroup, ClipGroup]:
+    """compare.py's default (music, noise) groups: ``load_backgrounds`` at the values above."""
+    return load_backgrounds(cache_dir, PIECE_S, GROUP_S, LEVEL_DBFS)
+
+
 def load_backgrounds(
-    cache_dir: str, max_clip_s: float, max_total_s: float, level_dbfs: float | None = -20.0
+    cache_dir: str, max_clip_s: float, max_total_s: float, level_dbfs: float | None = LEVEL_DBFS
 ) -> tuple[ClipGroup, ClipGroup]:
     """Dev-split music pieces and other (sfx/ambient) noise pieces -> (music, noise).
 

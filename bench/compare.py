@@ -40,7 +40,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _helpers next to this file
 
-from _data import ClipGroup, DevSet, load_backgrounds, load_dev  # noqa: E402
+from _data import (  # noqa: E402
+    GROUP_S,
+    LEVEL_DBFS,
+    PIECE_S,
+    ClipGroup,
+    DevSet,
+    load_backgrounds,
+    load_dev,
+)
 from _systems import SileroSystem, VadnetSystem, WebrtcSystem, n_frames  # noqa: E402
 
 SR = 16_000
@@ -53,8 +61,8 @@ QUICK = {
 }
 FULL = {
     "dev_examples": 400,  # what training evaluates on: 40 min of mixtures
-    "max_noise_s": 300.0,  # per group (music, other noise)
-    "max_clip_s": 30.0,
+    "max_noise_s": GROUP_S,  # per group (music, other noise)
+    "max_clip_s": PIECE_S,
     "streams": 256,
     "batch": 32,
 }
@@ -67,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dev-examples", type=int, help="dev mixtures of 6 s (default 400)")
     p.add_argument("--max-noise-s", type=float, help="seconds of music and of noise (300 each)")
     p.add_argument("--max-clip-s", type=float, help="piece length of background clips (30)")
-    p.add_argument("--noise-dbfs", type=float, default=-20.0, help="RMS level of backgrounds")
+    p.add_argument("--noise-dbfs", type=float, default=LEVEL_DBFS, help="RMS level of backgrounds")
     p.add_argument("--streams", type=int, help="vadnet streams advanced together (256)")
     p.add_argument("--chunk-ms", type=int, default=100, help="streaming chunk length")
     p.add_argument("--batch", type=int, help="clips per call in the batched offline pass (32)")

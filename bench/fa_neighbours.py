@@ -28,23 +28,17 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import add_model_arguments, load_backgrounds, model_paths  # noqa: E402
-
-LEVEL = 0.1  # -20 dBFS RMS, as compare.py's music
+from _data import LEVEL, add_model_arguments, compare_backgrounds, model_paths  # noqa: E402
 
 
 def hidden(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(T,) audio -> (F's hidden features (frames, f_hidden), P(speech) (frames,)),
     aligned like ``model(x)``: lookahead included."""
-    la, hop = model.cfg.lookahead_frames, model.hop_samples
-    frames = model.num_frames(x.size)
-    x = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None]
-    x = F.pad(x, (0, (frames + la) * hop - x.shape[1]))  # as VadNet.forward_logits pads
     with torch.inference_mode():
-        b = model.B(model.A(x))
+        b = model.frame_features(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None])
         h = F.relu(model.F.hidden(b))
         p = torch.sigmoid(model.F.out(h).squeeze(1))
-    return h[0, :, la:].T.numpy(), p[0, la:].numpy()
+    return h[0].T.numpy(), p[0].numpy()
 
 
 def label(clip: dict, by: str) -> str:
@@ -112,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from vadnet.model.checkpoint import load_model
 
     torch.set_num_threads(1)
-    music, _ = load_backgrounds(args.cache_dir, 30.0, 300.0, -20.0)
+    music, _ = compare_backgrounds(args.cache_dir)
     results = {}
     for path in model_paths(args):
         model = load_model(path).eval()

@@ -28,10 +28,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import add_model_arguments, frame_probs, load_backgrounds, model_paths  # noqa: E402
+from _data import (  # noqa: E402
+    LEVEL,
+    add_model_arguments,
+    compare_backgrounds,
+    frame_probs,
+    model_paths,
+)
 
 SR = 16_000
-LEVEL = 0.1  # -20 dBFS RMS, the mixer's central level and compare.py's
 
 
 def synthetic(kind: str, count: int, seconds: float = 6.0) -> list[np.ndarray]:
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from vadnet.model.checkpoint import load_model
 
     torch.set_num_threads(1)
-    music, _ = load_backgrounds(args.cache_dir, 30.0, 300.0, -20.0)
+    music, _ = compare_backgrounds(args.cache_dir)
     sets: dict[str, list[np.ndarray]] = defaultdict(list)
     for x, name in zip(music.clips, music.recordings, strict=True):
         sets[f"held-out {name}"].append(x)

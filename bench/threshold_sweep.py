@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import (  # noqa: E402
     add_model_arguments,
+    compare_backgrounds,
     frame_probs,
-    load_backgrounds,
     load_dev,
     model_paths,
 )
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     dev = load_dev(args.cache_dir, args.dev_examples)
-    music, noise = load_backgrounds(args.cache_dir, 30.0, 300.0, -20.0)
+    music, noise = compare_backgrounds(args.cache_dir)
     paths = model_paths(args)
     results = {
         p: sweep(load_model(p).eval(), dev, music, noise, THRESHOLDS, RECALLS) for p in paths

@@ -261,14 +261,22 @@ class VadNet(nn.Module):
         """(B, n * hop) float32 at 16 kHz -> causal logits (B, n); frame j ends at (j+1)*hop."""
         return self.F(self.B(self.A(x)))
 
-    def forward_logits(self, x: Tensor) -> Tensor:
-        """(B, T) float32 at 16 kHz -> logits (B, ceil(T / hop)), lookahead included."""
+    def _pad_for_lookahead(self, x: Tensor) -> Tensor:
+        """(B, T) -> (B, (ceil(T / hop) + lookahead_frames) * hop): zeros after the end, so
+        the causal net's output read ``lookahead_frames`` late covers every frame."""
         if x.dim() != 2:
             raise ValueError(f"expected (batch, samples), got shape {tuple(x.shape)}")
-        frames = self.num_frames(x.shape[1])
-        la = self.cfg.lookahead_frames
-        x = F.pad(x, (0, (frames + la) * self.hop_samples - x.shape[1]))
-        return self.causal_logits(x)[:, la:]
+        frames = self.num_frames(x.shape[1]) + self.cfg.lookahead_frames
+        return F.pad(x, (0, frames * self.hop_samples - x.shape[1]))
+
+    def frame_features(self, x: Tensor) -> Tensor:
+        """(B, T) float32 at 16 kHz -> B's output (B, b_channels, ceil(T / hop)), aligned
+        like ``forward``'s frames: what F classifies (diagnostics and experiments)."""
+        return self.B(self.A(self._pad_for_lookahead(x)))[:, :, self.cfg.lookahead_frames :]
+
+    def forward_logits(self, x: Tensor) -> Tensor:
+        """(B, T) float32 at 16 kHz -> logits (B, ceil(T / hop)), lookahead included."""
+        return self.causal_logits(self._pad_for_lookahead(x))[:, self.cfg.lookahead_frames :]
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T) float32 at 16 kHz -> P(speech) (B, ceil(T / hop)); frame i is

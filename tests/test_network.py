@@ -18,6 +18,18 @@ def test_forward_shapes_follow_frame_convention():
         assert torch.all((p >= 0) & (p <= 1))
 
 
+def test_frame_features_are_what_f_classifies_frame_by_frame():
+    model = VadNet().eval()
+    for t in (1, 300, 16001):
+        x = torch.randn(2, t) * 0.1
+        with torch.no_grad():
+            b = model.frame_features(x)
+            assert b.shape == (2, model.cfg.b_channels, math.ceil(t / model.hop_samples))
+            torch.testing.assert_close(model.F(b), model.forward_logits(x))
+    with pytest.raises(ValueError, match="batch, samples"):
+        model.frame_features(torch.zeros(16000))
+
+
 def test_empty_signal_gives_no_frames():
     with torch.no_grad():
         assert VadNet().eval()(torch.zeros(2, 0)).shape == (2, 0)

@@ -65,11 +65,10 @@ class MusicMarkingMixer(Mixer):
 
 def forward_logits(self: VadNet, x: torch.Tensor) -> torch.Tensor:
     """VadNet.forward_logits, also keeping the music head's logits when there is a head."""
-    frames, la = self.num_frames(x.shape[1]), self.cfg.lookahead_frames
-    b = self.B(self.A(F.pad(x, (0, (frames + la) * self.hop_samples - x.shape[1]))))
+    b = self.frame_features(x)
     if hasattr(self, "music"):
-        self.music_logits = self.music(b).squeeze(1)[:, la:]
-    return self.F(b)[:, la:]
+        self.music_logits = self.music(b).squeeze(1)
+    return self.F(b)
 
 
 def load_with_head(path=None, device="cpu") -> VadNet:
