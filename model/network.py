@@ -2,14 +2,15 @@
 
 It reads like the classic "modular" picture of a conv net looking at audio::
 
-    raw samples ──A──> |·| ──max-pool──> log ──B──B──B──B──B──> F ──> sigmoid
+    raw samples ──A──> |·| ──max-pool──> log ──B──B──B──B──B──B──> F ──> sigmoid
                 (filterbank)   (zoom out)        (dilated convs)  (per frame)
 
 * **A** is a group of neurons that each look at a short segment of samples (16 ms):
   a learned filterbank (:class:`FilterbankA`).
 * **max-pooling** zooms out from A's 4 ms grid to the 16 ms frame grid.
 * **B** is a stack of dilated 1D convs on A's pooled, log-compressed output
-  (:class:`StackB`); dilations give about one second of context without recurrence.
+  (:class:`StackB`); dilations give seconds of context without recurrence (the
+  bundled model: six layers, dilations 1..32, 2 s; stage 1 trains the first five).
 * **F** is a fully-connected classifier applied to every frame (:class:`ClassifierF`).
 
 Frame convention: output frame ``i`` covers input samples ``[i * hop, (i + 1) * hop)``.
@@ -48,8 +49,10 @@ class ModelConfig:
     a_stride: int = 64
     # max-pool 4 steps of 4 ms: the frame hop is 16 ms (<= 32 ms asked for).
     pool: int = 4
-    # B: kernel 3 with dilations 1..16 sees 63 frames (~1 s), enough to tell music
-    # and steady noise from syllabic speech, at 64 channels (~70k weights).
+    # B: kernel 3 with dilations 1..16 sees 63 frames (~1 s), enough to tell steady noise
+    # from syllabic speech, at 64 channels (~70k weights). This is stage 1's net; the
+    # bundled model's stage 2 grows a sixth layer, dilation 32 (model/grow.py): with 2 s
+    # of context it calls half as much held-out music speech at the same dev recall.
     b_channels: int = 64
     b_kernel: int = 3
     b_dilations: tuple[int, ...] = (1, 2, 4, 8, 16)

@@ -12,7 +12,7 @@ from vadnet.model.errors import InvalidInputError
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "init", "seed", "epochs",
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
-                "hard_negative_weight")  # fmt: skip
+                "hard_negative_weight", "grow_b_dilations")  # fmt: skip
 MIX_FLAGS = ("p_melody", "p_music_gate")  # MixConfig fields that have a flag
 
 
@@ -20,8 +20,8 @@ MIX_FLAGS = ("p_melody", "p_music_gate")  # MixConfig fields that have a flag
 # tests/test_train.py checks they agree.
 DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 60, "steps_per_epoch": 100,
             "batch_size": 32, "workers": 2, "dev_examples": 400, "lr": 3e-3,
-            "calibration_max_false_alarm": 0.03, "hard_negative_fraction": 0.0,
-            "hard_negative_weight": 1.0}  # fmt: skip
+            "calibration_max_false_alarm": 0.02, "hard_negative_fraction": 0.0,
+            "hard_negative_weight": 1.0, "grow_b_dilations": ()}  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,6 +81,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults["hard_negative_weight"],
         help="weight of that hard-negative loss (default %(default)s)",
+    )
+    p.add_argument(
+        "--grow-b",
+        dest="grow_b_dilations",
+        type=int,
+        nargs="+",
+        metavar="DILATION",
+        default=defaults["grow_b_dilations"],
+        help="append B layers of these dilations to --init before training, e.g. 32 for 2 s"
+        " of context (the bundled model's second stage; see docs/model.md)",
     )
     p.add_argument(
         "--p-melody",

@@ -126,7 +126,8 @@ def test_music_fa_maps_false_alarms_by_recording_and_by_synthetic_kind(tmp_path,
 def test_threshold_sweep_trades_dev_recall_for_false_alarms(tmp_path, data_dir):
     cache = tiny_cache(tmp_path, data_dir)
     out = tmp_path / "sweep.json"
-    proc = run_bench("threshold_sweep.py", cache, out, "--dev-examples", "3")
+    caps = ("--cap", "0.02", "--cap", "0.5")
+    proc = run_bench("threshold_sweep.py", cache, out, "--dev-examples", "3", *caps)
     (result,) = json.loads(out.read_text())["results"].values()
     rows = result["rows"]
     assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
@@ -137,10 +138,13 @@ def test_threshold_sweep_trades_dev_recall_for_false_alarms(tmp_path, data_dir):
     # at matched recall, each model sits at the threshold that gives the asked dev recall
     assert [round(r["dev_recall"], 2) for r in result["matched"]] == [0.75, 0.8]
     assert "| 0.500 |" in proc.stdout and "At matched dev recall" in proc.stdout
-    # exact calibration's threshold: within its range, and under the cap when it can judge
-    cal = result["calibrated"]
-    assert 0.01 <= cal["threshold"] <= 0.99 and "exact calibration picks" in proc.stdout
-    assert not cal["dev_free_fa"] > 0.03  # NaN (no speech-free example) or within the cap
+    # exact calibration's threshold, one per --cap: within its range, and under its cap
+    # when it can judge (NaN: no speech-free example); a looser cap never sits higher
+    tight, loose = result["calibrated"]
+    assert (tight["cap"], loose["cap"]) == (0.02, 0.5) and "exact calibration picks" in proc.stdout
+    for cal in (tight, loose):
+        assert 0.01 <= cal["threshold"] <= 0.99 and not cal["dev_free_fa"] > cal["cap"]
+    assert loose["threshold"] <= tight["threshold"]
 
 
 def test_fa_neighbours_votes_for_the_training_speech_sources(tmp_path, data_dir):

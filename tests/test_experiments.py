@@ -81,3 +81,22 @@ def test_music_head_mixer_marks_music_without_changing_the_mixtures():
         assert yd.max() <= 1  # the dev set is never marked
         marked += ym.max() >= 2
     assert 0 < marked < 40  # some examples have music behind them, some do not
+
+
+def test_widen_b_starts_from_exactly_the_init_function(tmp_path):
+    from stage2_variants import widen_b
+
+    torch.manual_seed(0)
+    model = VadNet(ModelConfig(a_channels=8, b_channels=8, f_hidden=8))
+    with torch.no_grad():  # non-trivial norms, as a trained net has
+        for layer in model.B.layers:
+            layer.norm.running_mean.uniform_(-1, 1)
+            layer.norm.bias.uniform_(-0.5, 0.5)
+    model.eval()
+    save_checkpoint(tmp_path / "init.pt", model)
+    wide = load_model(widen_b(str(tmp_path / "init.pt"), tmp_path, channels=12))
+    assert wide.cfg.b_channels == 12
+    x = torch.randn(2, 256 * 80) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(wide.forward_logits(x), model.forward_logits(x), atol=1e-5)
+        assert wide.B(wide.A(x))[:, 8:].abs().sum() > 0  # the new channels are alive

@@ -150,3 +150,14 @@ def test_dev_set_does_not_follow_the_training_mix(tmp_path, user_data):
     assert all(getattr(other.cfg, k) == v for k, v in DEV_MIX.items())
     assert base.cfg == other.cfg
     assert np.array_equal(x0, x1) and np.array_equal(y0, y1)
+
+
+def test_grow_b_appends_layers_to_the_init_checkpoint(tmp_path, user_data):
+    """Stage 2's --grow-b: the run's checkpoints carry the grown config, and it resumes."""
+    base = str(run(tmp_path / "base", user_data, epochs=1))
+    grown = run(tmp_path / "g", user_data, init=base, epochs=1, grow_b_dilations=[4])
+    assert load_model(base).cfg.b_dilations == (1, 2)
+    assert load_model(grown).cfg.b_dilations == (1, 2, 4)
+    run(tmp_path / "r", user_data, init=base, grow_b_dilations=[4], stop_after_epoch=1)
+    resumed = run(tmp_path / "r", user_data, init=base, grow_b_dilations=[4], epochs=2)
+    assert load_model(resumed).cfg.b_dilations == (1, 2, 4)
