@@ -36,7 +36,7 @@ from .checkpoint import (
 )
 from .data import MixConfig, Mixer, batch_loader, fixed_set
 from .errors import InvalidInputError
-from .grow import append_b_layers
+from .grow import append_b_layers, check_dilations
 from .metrics import frame_metrics
 from .network import ModelConfig, VadNet
 
@@ -110,11 +110,7 @@ class TrainConfig:
             raise InvalidInputError(
                 "hard_negative_fraction must be in [0, 1] and hard_negative_weight >= 0"
             )
-        self.grow_b_dilations = tuple(self.grow_b_dilations or ())
-        if any(d < 1 for d in self.grow_b_dilations):
-            raise InvalidInputError(
-                f"--grow-b dilations must be >= 1, got {list(self.grow_b_dilations)}"
-            )
+        self.grow_b_dilations = check_dilations(self.grow_b_dilations)  # fail before data loads
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

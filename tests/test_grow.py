@@ -64,7 +64,7 @@ def test_grown_net_streams_exactly():
 
 @pytest.mark.parametrize("bad", [(0,), (4, -1)])
 def test_bad_dilations_are_refused(bad):
-    with pytest.raises(InvalidInputError, match="dilation"):
+    with pytest.raises(InvalidInputError, match="--grow-b"):
         append_b_layers(trained_looking(), bad)
     with pytest.raises(InvalidInputError, match="--grow-b"):
         TrainConfig(grow_b_dilations=bad)

@@ -20,8 +20,8 @@ VARIANT:
                  new conv's random weights before the training seed was set.
   wide-b         (v26) B grown from 64 to 96 channels; everything reads the new channels
                  through weights that start at zero, so training starts from exactly the
-                 init's function. Tests whether B lacks
-                 capacity: v11 still calls 10 % of its own kind of synthetic lead speech.
+                 init's function. Tests whether B lacks capacity: v11 still calls 10 % of
+                 its own kind of synthetic lead speech. It does not (no better than v11).
 
 The dev set is untouched in every variant: only the training mixer or the net changes.
 STAGE2 below is v11's stage 2, the recipe the variants were measured against.
