@@ -5,12 +5,18 @@ and (b) each causal layer's last ``context`` input columns, kept in one slot of
 preallocated tensors on the model's device. One :meth:`StreamBank.advance` call moves
 many streams forward at once, each by its own amount, in one batched forward pass.
 
-Why exact: every layer is a causal conv at its own rate (see ``network.py``). Feeding a
-layer ``[its cached context, the new columns]`` without padding gives exactly the
-columns the offline pass computes, and the cache starts as the zeros the offline pass
-pads with. Streams that move fewer hops than the batch's longest are right-padded; a
-causal layer's valid outputs never read the padding, and each stream's new cache is
-gathered from its own valid end.
+Why exact: every layer is a causal conv at its own rate (see ``network.py``). A layer's
+output at a new column reads the same input columns the offline pass reads: new ones,
+and older ones from the cache, which starts as the zeros the offline pass pads with.
+Streams that move fewer hops than the batch's longest are right-padded; a causal layer's
+valid outputs never read the padding, and each stream caches only its own valid columns.
+
+Why B's caches are rings: a kernel-3 layer of dilation ``d`` caches ``2 d`` columns but
+reads only ``2 n`` of them when a stream moves ``n`` frames (a 100 ms chunk is ~6 frames;
+``d`` goes up to 32). Shifting a linear cache copies all ``2 d`` columns on every call, so
+the cost per chunk grew with the context: with 4 s of it (``--grow-b 32 64``) a 100 ms
+chunk cost 2.6 times what it cost with 1 s. A ring is read at the ``2 n`` columns a call
+needs and written at the ``n`` new ones, whatever ``d`` is.
 
 End of stream: :meth:`StreamBank.advance` with ``final=True`` zero-pads the partial last
 hop and feeds ``lookahead_frames`` hops of zeros, which is what the offline pass pads
@@ -27,83 +33,154 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
 
 from .errors import InvalidInputError
-from .network import VadNet, fold_batchnorm
+from .network import LayerB, VadNet, fold_batchnorm
 
 logger = logging.getLogger("vadnet")
 
 
 @dataclass
 class NetState:
-    """Batched per-layer caches: ``a`` is A's raw context (N, a_kernel - a_stride),
-    ``b[i]`` is B layer i's input context (N, b_channels, (b_kernel - 1) * dilation_i)."""
+    """The caches of a bank of ``capacity`` streams.
+
+    ``a``: A's raw-sample context, (capacity, a_kernel - a_stride), oldest sample first.
+    ``b[i]``: B layer i's input columns as a ring, (1 + capacity * L, b_channels), where
+    ``L = lengths[i]`` is the layer's context, ``(b_kernel - 1) * dilation``. Frame ``f`` of
+    the stream in slot ``s`` lives in row ``1 + s * L + f % L``. Row 0 is scratch: it takes
+    the writes a call drops (padding, and columns more than ``L`` frames old), so that one
+    scatter serves every stream of a batch. (Row 0 and not the last, so that its index
+    does not depend on the capacity, which grows after the step is traced.)
+    """
 
     a: Tensor
     b: list[Tensor]
+    lengths: list[int]
 
     @classmethod
     def zeros(cls, model: VadNet, n: int, device: torch.device | str = "cpu") -> NetState:
         p = next(model.parameters())
         kw = {"device": device, "dtype": p.dtype}
         a = torch.zeros(n, model.A.filters.context, **kw)
-        b = [
-            torch.zeros(n, layer.conv.in_channels, layer.conv.context, **kw)
-            for layer in model.B.layers
-        ]
-        return cls(a, b)
+        convs = [layer.conv for layer in model.B.layers]
+        b = [torch.zeros(1 + n * c.context, c.in_channels, **kw) for c in convs]
+        return cls(a, b, [c.context for c in convs])
+
+    @property
+    def capacity(self) -> int:
+        return self.a.shape[0]
 
     def tensors(self) -> list[Tensor]:
         return [self.a, *self.b]
 
-    def select(self, idx: Tensor) -> NetState:
-        return NetState(self.a.index_select(0, idx), [t.index_select(0, idx) for t in self.b])
-
-    def write(self, idx: Tensor, other: NetState) -> None:
-        for dst, src in zip(self.tensors(), other.tensors(), strict=True):
-            dst.index_copy_(0, idx, src)
+    def per_slot(self) -> list[Tensor]:
+        """Views with the slot first: ``a`` (capacity, context), each ring (capacity, L, C)."""
+        n = self.capacity
+        rings = [r[1:].view(n, ln, r.shape[1]) for r, ln in zip(self.b, self.lengths, strict=True)]
+        return [self.a, *rings]
 
     def fill_(self, idx: Tensor, value: float = 0.0) -> None:
-        for t in self.tensors():
+        for t in self.per_slot():
             t.index_fill_(0, idx, value)
 
+    def copy_from(self, other: NetState) -> None:
+        """Copy all of ``other``'s slots into this (larger) bank's first slots."""
+        idx = torch.arange(other.capacity, device=self.a.device)
+        for dst, src in zip(self.per_slot(), other.per_slot(), strict=True):
+            dst.index_copy_(0, idx, src)
+
     def bytes_per_stream(self) -> int:
-        return sum(t[0].numel() * t.element_size() for t in self.tensors())
+        return sum(t[0].numel() * t.element_size() for t in self.per_slot())
 
 
 def _keep_tail(x: Tensor, n_new: Tensor, context: int) -> Tensor:
-    """Last ``context`` valid columns of ``x`` (N, ..., context + n_max) per row, where row
-    r holds ``context + n_new[r]`` valid columns."""
+    """Last ``context`` valid columns of ``x`` (N, context + n_max) per row, where row r
+    holds ``context + n_new[r]`` valid columns."""
     steps = torch.arange(context, device=x.device)
-    idx = (n_new.view(-1, 1) + steps.view(1, -1)).view(x.shape[0], *([1] * (x.dim() - 2)), context)
-    return torch.gather(x, -1, idx.expand(*x.shape[:-1], context))
+    return torch.gather(x, 1, n_new.view(-1, 1) + steps.view(1, -1))
 
 
-@torch.no_grad()
-def stream_step(
-    model: VadNet, state: NetState, x: Tensor, n_hops: Tensor
-) -> tuple[Tensor, NetState]:
-    """Advance a batch of streams by whole hops.
+def _ring_conv(
+    layer: LayerB,
+    weight: Tensor,
+    ring: Tensor,
+    length: int,
+    h: Tensor,
+    slots: Tensor,
+    frames_done: Tensor,
+    n_hops: Tensor,
+) -> Tensor:
+    """B ``layer``'s dilated causal conv on a batch of streams' new columns. Older columns
+    are read from ``ring``; then the new ones are written to it.
 
     Args:
-        state: caches of the N streams.
-        x: (N, n_max * hop) new samples at 16 kHz; row r is valid for ``n_hops[r] * hop``.
-        n_hops: (N,) int64, hops each stream moves.
+        weight: the conv's weight as (C_out, kernel * C_in), oldest tap first.
+        ring: the layer's ring (see :class:`NetState`), ``length`` rows per slot.
+        h: (N, n_max, C_in) new input columns; row r is valid for ``n_hops[r]`` columns and
+            its column t is frame ``frames_done[r] + t`` of the stream in ``slots[r]``.
 
     Returns:
-        causal logits (N, n_max) (row r valid for ``n_hops[r]`` columns) and the new state.
+        the conv's output (N, n_max, C_out), valid where ``h`` is.
     """
-    hop = model.hop_samples
-    a_in = torch.cat([state.a, x], dim=1)
-    new_a = _keep_tail(a_in, n_hops * hop, state.a.shape[1])
-    h = model.B.inp(model.A.compress(model.A.filters.forward_valid(a_in.unsqueeze(1))))
-    new_b = []
-    for layer, cache in zip(model.B.layers, state.b, strict=True):
-        inp = torch.cat([cache, h], dim=2)
-        new_b.append(_keep_tail(inp, n_hops, cache.shape[2]))
-        h = layer.mix(h, layer.conv.forward_valid(inp))
-    return model.F(h), NetState(new_a, new_b)
+    kernel, dilation = layer.conv.kernel_size[0], layer.conv.dilation[0]
+    t = torch.arange(h.shape[1], device=h.device)
+    frame = frames_done.view(-1, 1) + t.view(1, -1)  # (N, n_max)
+    base = 1 + slots.view(-1, 1) * length
+    taps = []
+    for k in range(kernel - 1):
+        back = (kernel - 1 - k) * dilation  # tap k reads the column `back` frames earlier
+        old = ring.index_select(0, (base + (frame - back) % length).view(-1)).view_as(h)
+        new = h.index_select(1, (t - back).clamp(min=0))
+        taps.append(torch.where((t >= back).view(1, -1, 1), new, old))
+    out = F.linear(torch.cat([*taps, h], dim=2), weight, layer.conv.bias)
+    if length == 0:  # kernel 1: nothing to cache
+        return out
+    # Keep each stream's last `length` valid columns; send the rest to scratch row 0.
+    n = n_hops.view(-1, 1)
+    keep = (t.view(1, -1) < n) & (t.view(1, -1) >= n - length)
+    rows = torch.where(keep, base + frame % length, 0)
+    ring.index_copy_(0, rows.view(-1), h.reshape(-1, h.shape[2]))
+    return out
+
+
+class _BankStep(nn.Module):
+    """Advance a batch of streams by whole hops, reading and updating the bank's caches in
+    place: one module, so that it can be traced into one TorchScript graph.
+
+    ``forward(slots (N,), x (N, n_max * hop), n_hops (N,), frames_done (N,), a, *b)
+    -> causal logits (N, n_max)``: row r's new samples are valid for ``n_hops[r] * hop``,
+    and its logits for ``n_hops[r]`` columns; ``frames_done[r]`` is how many hops the stream
+    in ``slots[r]`` has moved before; ``a`` and ``b`` are the whole bank's caches.
+    """
+
+    def __init__(self, model: VadNet) -> None:
+        super().__init__()
+        if not all(isinstance(layer.norm, nn.Identity) for layer in model.B.layers):
+            raise ValueError("the streaming step needs fold_batchnorm(model)")
+        self.model = model
+        # Each B conv's weight as one matrix, oldest tap first, to apply to gathered taps.
+        for i, layer in enumerate(model.B.layers):
+            w = layer.conv.weight.detach().permute(0, 2, 1).reshape(layer.conv.out_channels, -1)
+            self.register_buffer(f"weight_{i}", w.contiguous())
+        self.lengths = [layer.conv.context for layer in model.B.layers]
+
+    def forward(
+        self, slots: Tensor, x: Tensor, n_hops: Tensor, frames_done: Tensor, a: Tensor, *b: Tensor
+    ) -> Tensor:
+        model, hop = self.model, self.model.hop_samples
+        a_in = torch.cat([a.index_select(0, slots), x], dim=1)
+        a.index_copy_(0, slots, _keep_tail(a_in, n_hops * hop, a.shape[1]))
+        feats = model.A.compress(model.A.filters.forward_valid(a_in.unsqueeze(1)))
+        h = model.B.inp(feats).transpose(1, 2)  # (N, n_max, C): a frame's channels together
+        for i, (layer, ring, length) in enumerate(
+            zip(model.B.layers, b, self.lengths, strict=True)
+        ):
+            weight = self.get_buffer(f"weight_{i}")
+            y = _ring_conv(layer, weight, ring, length, h, slots, frames_done, n_hops)
+            h = layer.mix(h, y)
+        return model.F(h.transpose(1, 2))
 
 
 @dataclass
@@ -196,7 +273,7 @@ class StreamBank:
         old = self._state
         n = old.a.shape[0]
         self._state = NetState.zeros(self.model, 2 * n, self.device)
-        self._state.write(torch.arange(n, device=self.device), old)
+        self._state.copy_from(old)
         self._free.extend(range(2 * n - 1, n - 1, -1))
         logger.debug("stream bank grown to %s slots", 2 * n)
 
@@ -241,7 +318,8 @@ class StreamBank:
             n_hops = [b.size // hop for b in blocks]
             # One sigmoid and one host copy for the whole batch, then numpy views per row
             # (copied out, so a result does not pin the batch).
-            probs = torch.sigmoid(self._run(slots, blocks, n_hops)).numpy()
+            done = [h.causal_done for h in hosts]
+            probs = torch.sigmoid(self._run(slots, blocks, n_hops, done)).numpy()
             out = []
             for r, (h, n) in enumerate(zip(hosts, n_hops, strict=True)):
                 first = h.causal_done
@@ -251,7 +329,13 @@ class StreamBank:
                 out.append(StepResult(max(0, first - la), row))
             return out
 
-    def _run(self, slots: Sequence[int], blocks: list[np.ndarray], n_hops: list[int]) -> Tensor:
+    def _run(
+        self,
+        slots: Sequence[int],
+        blocks: list[np.ndarray],
+        n_hops: list[int],
+        frames_done: list[int],
+    ) -> Tensor:
         hop = self.model.hop_samples
         n_max = max(n_hops, default=0)
         if n_max == 0:
@@ -262,33 +346,13 @@ class StreamBank:
         xt = torch.from_numpy(x)
         n = torch.tensor(n_hops, dtype=torch.int64)
         idx = torch.tensor(list(slots), dtype=torch.int64)
+        done = torch.tensor(frames_done, dtype=torch.int64)
         if self._pin:
-            xt, n, idx = (t.pin_memory() for t in (xt, n, idx))
-        xt = xt.to(self.device, non_blocking=True)
-        n = n.to(self.device, non_blocking=True)
-        idx = idx.to(self.device, non_blocking=True)
+            xt, n, idx, done = (t.pin_memory() for t in (xt, n, idx, done))
+        xt, n, idx, done = (t.to(self.device, non_blocking=True) for t in (xt, n, idx, done))
         with torch.inference_mode():
-            logits = self._step(idx, xt.to(self._dtype), n, *self._state.tensors())
+            logits = self._step(idx, xt.to(self._dtype), n, done, *self._state.tensors())
         return logits.float().cpu()
-
-
-class _BankStep(torch.nn.Module):
-    """Gather the batch's caches, :func:`stream_step`, scatter the new caches back: one
-    module, so that it can be traced into one TorchScript graph.
-
-    ``forward(idx (N,), x (N, n_max * hop), n_hops (N,), a, *b) -> logits (N, n_max)``,
-    where ``a`` and ``b`` are the whole bank's caches (updated in place at rows ``idx``).
-    """
-
-    def __init__(self, model: VadNet) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, idx: Tensor, x: Tensor, n_hops: Tensor, a: Tensor, *b: Tensor) -> Tensor:
-        bank = NetState(a, list(b))
-        logits, new = stream_step(self.model, bank.select(idx), x, n_hops)
-        bank.write(idx, new)
-        return logits
 
 
 def _traced_step(model: VadNet, device: torch.device) -> torch.nn.Module:
@@ -303,6 +367,7 @@ def _traced_step(model: VadNet, device: torch.device) -> torch.nn.Module:
         torch.tensor([2, 0], device=device),
         torch.zeros(2, 2 * model.hop_samples, device=device, dtype=state.a.dtype),
         torch.tensor([2, 1], device=device),
+        torch.tensor([5, 0], device=device),
         *state.tensors(),
     )
     with torch.inference_mode(), warnings.catch_warnings():

@@ -47,9 +47,12 @@ def tiny_cache(root: Path, data_dir: Path) -> Path:
     return build_cache(root / "cache", synth_utterances=0, workers=1, items=items)
 
 
-def run_bench(script: str, cache: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``bench/SCRIPT --cache-dir CACHE ARGS --out OUT`` as a user would; must exit 0."""
-    cmd = [sys.executable, f"bench/{script}", "--cache-dir", str(cache), *args, "--out", str(out)]
+def run_bench(
+    script: str, cache: Path | None, out: Path, *args: str
+) -> subprocess.CompletedProcess:
+    """Run ``bench/SCRIPT [--cache-dir CACHE] ARGS --out OUT`` as a user would; must exit 0."""
+    cache_args = ["--cache-dir", str(cache)] if cache else []
+    cmd = [sys.executable, f"bench/{script}", *cache_args, *args, "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -160,3 +163,20 @@ def test_fa_neighbours_votes_for_the_training_speech_sources(tmp_path, data_dir)
     assert "| espeak-test |" in proc.stdout
     folders = run_bench("fa_neighbours.py", cache, out, *args, "--by", "folder")
     assert "| espeak-test:data |" in folders.stdout  # the source, then the file's folder
+
+
+def test_stream_step_costs_each_model_side_by_side(tmp_path):
+    """The bundled model against a copy grown a 2 s layer: two rows, ratios to the first."""
+    from vadnet.model.checkpoint import bundled_path, load_model, save_checkpoint
+    from vadnet.model.grow import append_b_layers
+
+    grown = tmp_path / "grown.pt"
+    save_checkpoint(grown, append_b_layers(load_model(), (128,)))
+    out = tmp_path / "step.json"
+    args = ("--model", str(bundled_path()), "--model", str(grown))
+    proc = run_bench("stream_step.py", None, out, *args, "--streams", "3", "--rounds", "2")
+    small, big = json.loads(out.read_text())["rows"]
+    assert big["context_s"] - small["context_s"] == 2 * 128 * 256 / 16000
+    assert big["state_bytes"] - small["state_bytes"] == 4 * 64 * 2 * 128
+    assert small["us_per_chunk"] > 0 and big["us_per_chunk"] > 0
+    assert "| 1.00 |" in proc.stdout and "µs per chunk" in proc.stdout

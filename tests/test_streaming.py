@@ -147,7 +147,10 @@ def test_state_size_is_small_and_stated(model):
     assert bank.bytes_per_stream() < 20_000
 
 
-def test_tiny_config_streams_exactly_too():
+@pytest.mark.parametrize("b_kernel", [1, 2, 3, 5])
+def test_tiny_config_streams_exactly_too(b_kernel):
+    """Other kernels give B's rings other lengths ((kernel - 1) * dilation; none for 1),
+    and chunks of 1-3 frames are shorter than most rings, 40-frame ones longer."""
     torch.manual_seed(1)
     m = VadNet(
         ModelConfig(
@@ -156,11 +159,13 @@ def test_tiny_config_streams_exactly_too():
             a_stride=32,
             pool=2,
             b_channels=8,
-            b_dilations=(1, 3),
+            b_kernel=b_kernel,
+            b_dilations=(1, 3, 7),
             lookahead_frames=0,
         )
     ).eval()
-    x = (np.random.default_rng(5).standard_normal(5000) * 0.1).astype(np.float32)
-    vad = StreamingVAD(m)
-    got = np.concatenate([vad(c) for c in np.array_split(x, 13)] + [vad.flush()])
-    assert np.abs(got - offline(m, x)).max() <= TOL
+    x = (np.random.default_rng(5).standard_normal(12_000) * 0.1).astype(np.float32)
+    for pieces in (13, 150):
+        vad = StreamingVAD(m)
+        got = np.concatenate([vad(c) for c in np.array_split(x, pieces)] + [vad.flush()])
+        assert np.abs(got - offline(m, x)).max() <= TOL
