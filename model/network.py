@@ -206,7 +206,13 @@ class ClassifierF(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, b_channels, frames) -> logits (B, frames)."""
-        return self.out(F.relu(self.hidden(x))).squeeze(1)
+        return self.per_frame(x.transpose(1, 2))
+
+    def per_frame(self, h: Tensor) -> Tensor:
+        """(..., b_channels) -> logits (...): the same layers on frames whose channels are
+        last, as streaming keeps them (1x1 convs are matrix products on such frames)."""
+        hidden = F.relu(F.linear(h, self.hidden.weight[:, :, 0], self.hidden.bias))
+        return F.linear(hidden, self.out.weight[:, :, 0], self.out.bias).squeeze(-1)
 
 
 class VadNet(nn.Module):

@@ -173,14 +173,16 @@ class _BankStep(nn.Module):
         a_in = torch.cat([a.index_select(0, slots), x], dim=1)
         a.index_copy_(0, slots, _keep_tail(a_in, n_hops * hop, a.shape[1]))
         feats = model.A.compress(model.A.filters.forward_valid(a_in.unsqueeze(1)))
-        h = model.B.inp(feats).transpose(1, 2)  # (N, n_max, C): a frame's channels together
+        # (N, n_max, C): a frame's channels together, for the gathers and matrix products
+        inp = model.B.inp
+        h = F.linear(feats.transpose(1, 2), inp.weight[:, :, 0], inp.bias)
         for i, (layer, ring, length) in enumerate(
             zip(model.B.layers, b, self.lengths, strict=True)
         ):
             weight = self.get_buffer(f"weight_{i}")
             y = _ring_conv(layer, weight, ring, length, h, slots, frames_done, n_hops)
             h = layer.mix(h, y)
-        return model.F(h.transpose(1, 2))
+        return model.F.per_frame(h)
 
 
 @dataclass
