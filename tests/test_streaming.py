@@ -130,6 +130,22 @@ def test_empty_stream_and_close(model):
         bank.advance([a], [np.zeros(10, np.float32)])
 
 
+def test_a_slot_reused_after_close_starts_from_zeros(model):
+    """close() then open() hands out the same slot: the old stream's rings must not leak."""
+    rng = np.random.default_rng(11)
+    loud = rng.standard_normal(30_000).astype(np.float32)
+    x = (rng.standard_normal(20_000) * 0.1).astype(np.float32)
+    bank = StreamBank(model, capacity=1)
+    old = bank.open()
+    bank.advance([old], [loud])
+    bank.close(old)
+    new = bank.open()
+    assert new == old
+    got = [bank.advance([new], [c])[0].probs for c in np.array_split(x, 7)]
+    got.append(bank.advance([new], [np.zeros(0, np.float32)], [True])[0].probs)
+    assert np.abs(np.concatenate(got) - offline(model, x)).max() <= TOL
+
+
 def test_a_stream_appears_once_per_call(model):
     bank = StreamBank(model)
     a = bank.open()
