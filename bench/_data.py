@@ -45,12 +45,17 @@ class ClipGroup:
         return sum(c.size for c in self.clips) / SR
 
 
-def load_dev(cache_dir: str, count: int, seed: int = 0) -> DevSet:
-    """The fixed dev set of ``count`` 6 s mixtures, as training builds it."""
+def load_dev(cache_dir: str, count: int, seed: int = 0, example_s: float | None = None) -> DevSet:
+    """The fixed dev set of ``count`` 6 s mixtures, as training builds it (or the same
+    protocol's mixtures of ``example_s`` seconds)."""
+    from dataclasses import replace
+
     from vadnet.model.data import fixed_set
     from vadnet.model.train import TrainConfig, make_mixers
 
     _, dev_mixer = make_mixers(TrainConfig(cache_dir=cache_dir, seed=seed))
+    if example_s is not None:
+        dev_mixer.cfg = replace(dev_mixer.cfg, example_s=example_s)
     audio, labels = fixed_set(dev_mixer, count, seed)
     return DevSet(audio.astype(np.float32), labels.astype(np.float32))
 

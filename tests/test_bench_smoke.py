@@ -180,3 +180,17 @@ def test_stream_step_costs_each_model_side_by_side(tmp_path):
     assert big["state_bytes"] - small["state_bytes"] == 4 * 64 * 2 * 128
     assert small["us_per_chunk"] > 0 and big["us_per_chunk"] > 0
     assert "| 1.00 |" in proc.stdout and "µs per chunk" in proc.stdout
+
+
+def test_long_streams_scores_the_same_frames_alone_and_joined(tmp_path, data_dir):
+    cache = tiny_cache(tmp_path, data_dir)
+    out = tmp_path / "long.json"
+    args = ("--dev-examples", "4", "--join", "2", "--long-examples", "1", "--long-s", "12")
+    proc = run_bench("long_streams.py", cache, out, *args)
+    (result,) = json.loads(out.read_text())["results"].values()
+    assert set(result) == {"context_s", "6 s", "joined", "long"}
+    for view in ("6 s", "joined", "long"):
+        assert set(result[view]) == {"auc", "f1", "precision", "recall"}
+    # a 12 s mixture of this cache holds speech, so recall is defined
+    assert 0.0 <= result["long"]["recall"] <= 1.0
+    assert "| model | context | ROC-AUC 6 s | joined | long |" in proc.stdout
