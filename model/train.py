@@ -2,7 +2,8 @@
 
     vadnet train --cache cache/sources --out runs/v4               # the bundled model, stage 1
     vadnet train --init runs/v4/best.pt --out runs/bundled --epochs 20 --lr 1e-3 \
-        --hard-negative-fraction 0.05 --p-melody 0.3 --grow-b 32   # stage 2 (docs/model.md)
+        --hard-negative-fraction 0.05 --p-melody 0.3 \
+        --grow-b 32 64 128                                          # stage 2 (docs/model.md)
     vadnet train --speech-dir my/speech --noise-dir my/noise       # fine-tune on your mixes
     vadnet train --manifest my/labels.csv                          # fine-tune on labelled audio
 

@@ -90,7 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DILATION",
         default=defaults["grow_b_dilations"],
         help="append B layers of these dilations to --init before training, e.g. 32 for 2 s"
-        " of context (the bundled model's second stage; see docs/model.md)",
+        " of context (the bundled model's second stage grows 32 64 128: 8 s; see"
+        " docs/model.md)",
     )
     p.add_argument(
         "--p-melody",
