@@ -10,7 +10,7 @@ from vadnet.model.checkpoint import load_model, save_checkpoint
 from vadnet.model.network import ModelConfig, VadNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "experiments"))
-from stage2_variants import grow_a, training_speech_without  # noqa: E402
+from stage2_variants import grow_a, training_examples_of, training_speech_without  # noqa: E402
 
 
 def test_grow_a_starts_from_exactly_the_init_function(tmp_path):
@@ -41,6 +41,18 @@ def test_training_speech_filter_leaves_dev_speech_alone():
     mixer = training_speech_without(lambda c: "/cmndrvoc/" not in c["path"])
     assert mixer(_Speech("train"), None).real == [[1, 2]]
     assert mixer(_Speech("dev"), None).real == [[0, 1, 2]]
+
+
+def test_longer_training_examples_leave_dev_examples_alone():
+    from vadnet.model.data import MixConfig
+
+    cfg = MixConfig(example_s=1.0)
+    mixer = training_examples_of(3.0)
+    for split, seconds in (("train", 3.0), ("dev", 1.0)):
+        m = mixer(_OneSpeaker(split), _Noise(), cfg)
+        x, y = m.example(np.random.default_rng(0))
+        assert x.shape == (m.cfg.example_samples,) and y.shape == (x.size // 256,)
+        assert m.cfg.example_s == seconds and abs(x.size / 16000 - seconds) < 0.02
 
 
 class _Noise:

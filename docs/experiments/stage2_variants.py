@@ -22,6 +22,10 @@ VARIANT:
                  through weights that start at zero, so training starts from exactly the
                  init's function. Tests whether B lacks capacity: v11 still calls 10 % of
                  its own kind of synthetic lead speech. It does not (no better than v11).
+  long-examples  (v30) the bundled 8 s recipe (`--grow-b 32 64 128`, v29) trained on 12 s
+                 examples instead of 6 s, 16 to a batch instead of 32 (the same audio per
+                 step). In 6 s examples the 8 s net's oldest taps mostly read the zeros
+                 before an example's start, never the audio a live stream has there.
 
 The dev set is untouched in every variant: only the training mixer or the net changes.
 STAGE2 below is v11's stage 2, the recipe the variants were measured against.
@@ -90,6 +94,18 @@ def training_speech_without(keep) -> type[Mixer]:
     return Filtered
 
 
+def training_examples_of(seconds: float) -> type[Mixer]:
+    """A Mixer whose *training* examples are ``seconds`` long (the dev set's stay 6 s)."""
+
+    class Longer(Mixer):
+        def __init__(self, speech, *args, **kwargs) -> None:
+            super().__init__(speech, *args, **kwargs)
+            if speech.clips and speech.clips[0]["split"] == "train":
+                self.cfg = replace(self.cfg, example_s=seconds)
+
+    return Longer
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -102,6 +118,7 @@ def main() -> None:
             "no-commander",
             "deep-b",
             "wide-b",
+            "long-examples",
         ),
     )
     ap.add_argument("--init", default="runs/v4.pt")
@@ -117,6 +134,9 @@ def main() -> None:
         cfg["grow_b_dilations"] = (32,)
     elif args.variant == "wide-b":
         cfg["init"] = widen_b(args.init, out)
+    elif args.variant == "long-examples":
+        cfg.update(grow_b_dilations=(32, 64, 128), batch_size=16)
+        train_module.Mixer = training_examples_of(12.0)
     elif args.variant in ("no-synthetic", "more-synthetic"):
         cfg["mix"] = {**cfg["mix"], "p_synthetic": 0.0 if args.variant == "no-synthetic" else 0.5}
     elif args.variant == "no-megaglest":
