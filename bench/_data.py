@@ -47,15 +47,13 @@ class ClipGroup:
 
 def load_dev(cache_dir: str, count: int, seed: int = 0, example_s: float | None = None) -> DevSet:
     """The fixed dev set of ``count`` 6 s mixtures, as training builds it (or the same
-    protocol's mixtures of ``example_s`` seconds)."""
-    from dataclasses import replace
-
+    protocol's mixtures of ``example_s`` seconds: the dev mixer takes the training mix's
+    example length, and nothing else from it)."""
     from vadnet.model.data import fixed_set
     from vadnet.model.train import TrainConfig, make_mixers
 
-    _, dev_mixer = make_mixers(TrainConfig(cache_dir=cache_dir, seed=seed))
-    if example_s is not None:
-        dev_mixer.cfg = replace(dev_mixer.cfg, example_s=example_s)
+    mix = {} if example_s is None else {"example_s": example_s}
+    _, dev_mixer = make_mixers(TrainConfig(cache_dir=cache_dir, seed=seed, mix=mix))
     audio, labels = fixed_set(dev_mixer, count, seed)
     return DevSet(audio.astype(np.float32), labels.astype(np.float32))
 

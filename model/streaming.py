@@ -13,10 +13,11 @@ valid outputs never read the padding, and each stream caches only its own valid 
 
 Why B's caches are rings: a kernel-3 layer of dilation ``d`` caches ``2 d`` columns but
 reads only ``2 n`` of them when a stream moves ``n`` frames (a 100 ms chunk is ~6 frames;
-``d`` goes up to 32). Shifting a linear cache copies all ``2 d`` columns on every call, so
+``d`` goes up to 128). Shifting a linear cache copies all ``2 d`` columns on every call, so
 the cost per chunk grew with the context: with 4 s of it (``--grow-b 32 64``) a 100 ms
-chunk cost 2.6 times what it cost with 1 s. A ring is read at the ``2 n`` columns a call
-needs and written at the ``n`` new ones, whatever ``d`` is.
+chunk cost 2.4-3.1 times what it cost with 1 s (bench/results/stream_step.md). A ring is
+read at the ``2 n`` columns a call needs and written at the ``n`` new ones, whatever ``d``
+is: 1.2 times.
 
 End of stream: :meth:`StreamBank.advance` with ``final=True`` zero-pads the partial last
 hop and feeds ``lookahead_frames`` hops of zeros, which is what the offline pass pads
@@ -106,7 +107,6 @@ def _ring_conv(
     layer: LayerB,
     weight: Tensor,
     ring: Tensor,
-    length: int,
     h: Tensor,
     slots: Tensor,
     frames_done: Tensor,
@@ -117,14 +117,14 @@ def _ring_conv(
 
     Args:
         weight: the conv's weight as (C_out, kernel * C_in), oldest tap first.
-        ring: the layer's ring (see :class:`NetState`), ``length`` rows per slot.
+        ring: the layer's ring (see :class:`NetState`), ``layer.conv.context`` rows a slot.
         h: (N, n_max, C_in) new input columns; row r is valid for ``n_hops[r]`` columns and
             its column t is frame ``frames_done[r] + t`` of the stream in ``slots[r]``.
 
     Returns:
         the conv's output (N, n_max, C_out), valid where ``h`` is.
     """
-    kernel, dilation = layer.conv.kernel_size[0], layer.conv.dilation[0]
+    kernel, dilation, length = layer.conv.kernel_size[0], layer.conv.dilation[0], layer.conv.context
     t = torch.arange(h.shape[1], device=h.device)
     frame = frames_done.view(-1, 1) + t.view(1, -1)  # (N, n_max)
     base = 1 + slots.view(-1, 1) * length
@@ -164,7 +164,6 @@ class _BankStep(nn.Module):
         for i, layer in enumerate(model.B.layers):
             w = layer.conv.weight.detach().permute(0, 2, 1).reshape(layer.conv.out_channels, -1)
             self.register_buffer(f"weight_{i}", w.contiguous())
-        self.lengths = [layer.conv.context for layer in model.B.layers]
 
     def forward(
         self, slots: Tensor, x: Tensor, n_hops: Tensor, frames_done: Tensor, a: Tensor, *b: Tensor
@@ -176,11 +175,9 @@ class _BankStep(nn.Module):
         # (N, n_max, C): a frame's channels together, for the gathers and matrix products
         inp = model.B.inp
         h = F.linear(feats.transpose(1, 2), inp.weight[:, :, 0], inp.bias)
-        for i, (layer, ring, length) in enumerate(
-            zip(model.B.layers, b, self.lengths, strict=True)
-        ):
+        for i, (layer, ring) in enumerate(zip(model.B.layers, b, strict=True)):
             weight = self.get_buffer(f"weight_{i}")
-            y = _ring_conv(layer, weight, ring, length, h, slots, frames_done, n_hops)
+            y = _ring_conv(layer, weight, ring, h, slots, frames_done, n_hops)
             h = layer.mix(h, y)
         return model.F.per_frame(h)
 
