@@ -1,4 +1,4 @@
-"""The stage-2 recipe (docs/model.md) with one change, for the experiments v19-v26 in the
+"""The stage-2 recipe (docs/model.md) with one change, for the experiments v19-v26 and v30 in the
 model card's history. Not part of the package; only deep-b was kept (as the bundled recipe).
 
     .venv/bin/python docs/experiments/stage2_variants.py VARIANT --init runs/v4.pt --out runs/vNN
@@ -26,6 +26,7 @@ VARIANT:
                  examples instead of 6 s, 16 to a batch instead of 32 (the same audio per
                  step). In 6 s examples the 8 s net's oldest taps mostly read the zeros
                  before an example's start, never the audio a live stream has there.
+                 No better than v29 on music or 60 s streams, and worse on dev.
 
 The dev set is untouched in every variant: only the training mixer or the net changes.
 STAGE2 below is v11's stage 2, the recipe the variants were measured against.
