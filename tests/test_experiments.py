@@ -10,7 +10,12 @@ from vadnet.model.checkpoint import load_model, save_checkpoint
 from vadnet.model.network import ModelConfig, VadNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "experiments"))
-from stage2_variants import grow_a, training_examples_of, training_speech_without  # noqa: E402
+from stage2_variants import (  # noqa: E402
+    grow_a,
+    training_examples_of,
+    training_examples_spliced,
+    training_speech_without,
+)
 
 
 def test_grow_a_starts_from_exactly_the_init_function(tmp_path):
@@ -53,6 +58,22 @@ def test_longer_training_examples_leave_dev_examples_alone():
         x, y = m.example(np.random.default_rng(0))
         assert x.shape == (m.cfg.example_samples,) and y.shape == (x.size // 256,)
         assert m.cfg.example_s == seconds and abs(x.size / 16000 - seconds) < 0.02
+
+
+def test_spliced_training_examples_switch_mixtures_and_leave_dev_alone():
+    from vadnet.model.data import MixConfig, Mixer
+
+    cfg = MixConfig(example_s=2.0, p_no_speech=0.0)
+    spliced = training_examples_spliced(1.0)
+    for split in ("train", "dev"):
+        (x0, y0), (x1, y1) = (
+            mixer(_OneSpeaker(split), _Noise(), cfg).example(np.random.default_rng(4))
+            for mixer in (Mixer, spliced)
+        )
+        assert x1.shape == x0.shape and y1.shape == y0.shape
+        # the first mixture's draws come first: its head is the plain example's
+        assert np.array_equal(x1[:256], x0[:256]) and y1[0] == y0[0]
+        assert np.array_equal(x1, x0) == (split == "dev")
 
 
 class _Noise:

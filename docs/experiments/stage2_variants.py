@@ -27,6 +27,11 @@ VARIANT:
                  step). In 6 s examples the 8 s net's oldest taps mostly read the zeros
                  before an example's start, never the audio a live stream has there.
                  No better than v29 on music or 60 s streams, and worse on dev.
+  spliced        (v31) the bundled 8 s recipe with 30 % of training examples spliced: a
+                 second, independent mixture takes over at a random frame (speaker,
+                 background and level change at once, as in a transferred call). The 8 s
+                 net is less accurate for seconds after such a change (bench/long_streams.py
+                 "joined"); this teaches it the change.
 
 The dev set is untouched in every variant: only the training mixer or the net changes.
 STAGE2 below is v11's stage 2, the recipe the variants were measured against.
@@ -39,6 +44,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import vadnet.model.train as train_module
@@ -107,6 +113,25 @@ def training_examples_of(seconds: float) -> type[Mixer]:
     return Longer
 
 
+def training_examples_spliced(p: float) -> type[Mixer]:
+    """A Mixer whose *training* examples are, with probability ``p``, one mixture up to a
+    random frame and an independent one after it (the dev set's are left whole)."""
+
+    class Spliced(Mixer):
+        def example(self, rng):
+            x, y = super().example(rng)
+            if self.speech.clips[0]["split"] != "train" or rng.random() >= p:
+                return x, y
+            x2, y2 = super().example(rng)
+            cut = int(rng.integers(1, y.size))
+            hop = x.size // y.size
+            return np.concatenate([x[: cut * hop], x2[cut * hop :]]), np.concatenate(
+                [y[:cut], y2[cut:]]
+            )
+
+    return Spliced
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -120,6 +145,7 @@ def main() -> None:
             "deep-b",
             "wide-b",
             "long-examples",
+            "spliced",
         ),
     )
     ap.add_argument("--init", default="runs/v4.pt")
@@ -138,6 +164,9 @@ def main() -> None:
     elif args.variant == "long-examples":
         cfg.update(grow_b_dilations=(32, 64, 128), batch_size=16)
         train_module.Mixer = training_examples_of(12.0)
+    elif args.variant == "spliced":
+        cfg["grow_b_dilations"] = (32, 64, 128)
+        train_module.Mixer = training_examples_spliced(0.3)
     elif args.variant in ("no-synthetic", "more-synthetic"):
         cfg["mix"] = {**cfg["mix"], "p_synthetic": 0.0 if args.variant == "no-synthetic" else 0.5}
     elif args.variant == "no-megaglest":
