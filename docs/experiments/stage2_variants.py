@@ -1,5 +1,6 @@
-"""The stage-2 recipe (docs/model.md) with one change, for the experiments v19-v26 and v30 in the
-model card's history. Not part of the package; only deep-b was kept (as the bundled recipe).
+"""The stage-2 recipe (docs/model.md) with one change, for the experiments v19-v26, v30 and
+v31 in the model card's history. Not part of the package; only deep-b was kept (as the
+bundled recipe).
 
     .venv/bin/python docs/experiments/stage2_variants.py VARIANT --init runs/v4.pt --out runs/vNN
 
@@ -31,7 +32,8 @@ VARIANT:
                  second, independent mixture takes over at a random frame (speaker,
                  background and level change at once, as in a transferred call). The 8 s
                  net is less accurate for seconds after such a change (bench/long_streams.py
-                 "joined"); this teaches it the change.
+                 "joined"); this teaches it the change. It does, but music false alarms
+                 and the 60 s streams' AUC fall back to 2 s levels.
 
 The dev set is untouched in every variant: only the training mixer or the net changes.
 STAGE2 below is v11's stage 2, the recipe the variants were measured against.
