@@ -91,13 +91,18 @@ def widen_b(init: str, out: Path, channels: int = 96) -> str:
     return str(path)
 
 
+def _training(speech) -> bool:
+    """Whether a Mixer's ``speech`` is the training split (variants leave dev alone)."""
+    return bool(speech.clips) and speech.clips[0]["split"] == "train"
+
+
 def training_speech_without(keep) -> type[Mixer]:
     """A Mixer whose *training* speech keeps only clips for which ``keep(clip)`` is true."""
 
     class Filtered(Mixer):
         def __init__(self, speech, *args, **kwargs) -> None:
             super().__init__(speech, *args, **kwargs)
-            if speech.clips and speech.clips[0]["split"] == "train":
+            if _training(speech):
                 pools = [[i for i in pool if keep(speech.clips[i])] for pool in self.real]
                 self.real = [pool for pool in pools if pool]
 
@@ -110,7 +115,7 @@ def training_examples_of(seconds: float) -> type[Mixer]:
     class Longer(Mixer):
         def __init__(self, speech, *args, **kwargs) -> None:
             super().__init__(speech, *args, **kwargs)
-            if speech.clips and speech.clips[0]["split"] == "train":
+            if _training(speech):
                 self.cfg = replace(self.cfg, example_s=seconds)
 
     return Longer
@@ -123,7 +128,7 @@ def training_examples_spliced(p: float) -> type[Mixer]:
     class Spliced(Mixer):
         def example(self, rng):
             x, y = super().example(rng)
-            if self.speech.clips[0]["split"] != "train" or rng.random() >= p:
+            if not _training(self.speech) or rng.random() >= p:
                 return x, y
             x2, y2 = super().example(rng)
             cut = int(rng.integers(1, y.size))
