@@ -2,9 +2,9 @@
 
 Why: stage 2 (hard negatives and synthetic music) is where music false alarms are learnt,
 and a sixth B layer (dilation 32, 2 s of context instead of 1 s) grown onto stage 1's
-weights before it halved them at the same dev recall (runs v25, v25r and v27,
-docs/model.md). A net
-trained with 2 s from scratch and no stage 2 (v5) gained nothing on music: the context
+weights before it halved them at the same dev recall (runs v25, v25r and v27); the
+bundled model grows three (32, 64, 128: 8 s, run v29; docs/model.md). A net trained
+with 2 s from scratch and no stage 2 (v5) gained nothing on music: the context
 helps only once the mix has the music to use it on. Growing keeps stage 1's 27 minutes.
 """
 

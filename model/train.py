@@ -98,8 +98,8 @@ class TrainConfig:
     hard_negative_fraction: float = 0.0
     hard_negative_weight: float = 1.0
     # B layers (their dilations) appended to the init checkpoint before training
-    # (model/grow.py). The bundled stage 2 grows a sixth layer, dilation 32: 2 s of context
-    # halved music false alarms at the same dev recall (docs/model.md, runs v25/v25r).
+    # (model/grow.py). The bundled stage 2 grows dilations 32, 64 and 128 (8 s of context):
+    # each doubling so far cut music false alarms at the same dev recall (docs/model.md).
     grow_b_dilations: tuple[int, ...] = ()
     resume: bool = True
     stop_after_epoch: int | None = None  # end this run early (time-boxed sessions); resume later

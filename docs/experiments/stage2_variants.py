@@ -1,5 +1,5 @@
-"""The stage-2 recipe (docs/model.md) with one change, for the experiments v19-v26, v30 and
-v31 in the model card's history. Not part of the package; only deep-b was kept (as the
+"""The stage-2 recipe (docs/model.md) with one change, for the experiments v19-v26 and
+v30-v32 in the model card's history. Not part of the package; only deep-b was kept (as the
 bundled recipe).
 
     .venv/bin/python docs/experiments/stage2_variants.py VARIANT --init runs/v4.pt --out runs/vNN
