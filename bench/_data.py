@@ -71,9 +71,14 @@ def compare_backgrounds(cache_dir: str) -> tuple[ClipGroup, ClipGroup]:
 
 
 def load_backgrounds(
-    cache_dir: str, max_clip_s: float, max_total_s: float, level_dbfs: float | None = LEVEL_DBFS
+    cache_dir: str,
+    max_clip_s: float,
+    max_total_s: float,
+    level_dbfs: float | None = LEVEL_DBFS,
+    split: str = "dev",
 ) -> tuple[ClipGroup, ClipGroup]:
     """Dev-split music pieces and other (sfx/ambient) noise pieces -> (music, noise).
+    (``split="train"``: the training split's, for fit diagnostics only, never a score.)
 
     Each clip is cut into consecutive pieces of at most ``max_clip_s``; pieces are taken
     round-robin over the clips (first piece of every clip, then second pieces...) until
@@ -83,7 +88,7 @@ def load_backgrounds(
     from vadnet.model.sources import load_cache
 
     _, noise = load_cache(cache_dir)
-    dev = noise.select("dev")
+    dev = noise.select(split)
     piece = int(max_clip_s * SR)
     groups = {"music": ClipGroup("music"), "noise": ClipGroup("noise")}
     todo = {"music": [], "noise": []}

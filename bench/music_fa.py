@@ -13,6 +13,11 @@ For each model (side by side, one run), the share of 16 ms frames called speech 
   and ``melody`` (the training mix's 1-3 voices with drums), ``--clips`` of 6 s each, at
   -20 dBFS.
 
+With ``--training-music``, also 20 minutes of the *training* music (60 s pieces, every
+recording's first piece first), by source. Not an evaluation (training saw these files): a fit diagnostic. If the net calls
+as much of its own training music speech as of held-out music, more music will not help
+by itself; the training objective decides (v29: 0.4 % vs 0.3 %, docs/model.md).
+
 Not a target: a map of the failure modes, for choosing what to train on next.
 """
 
@@ -30,9 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import (  # noqa: E402
     LEVEL,
+    LEVEL_DBFS,
     add_model_arguments,
     compare_backgrounds,
     frame_probs,
+    load_backgrounds,
     model_paths,
 )
 
@@ -67,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_arguments(ap)
     ap.add_argument("--clips", type=int, default=100, help="synthetic clips per kind")
+    ap.add_argument(
+        "--training-music",
+        action="store_true",
+        help="also the training split's music (a fit diagnostic, not an evaluation)",
+    )
     args = ap.parse_args(argv)
     from vadnet.model.checkpoint import load_model
 
@@ -77,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         sets[f"held-out {name}"].append(x)
     for kind in ("lead", "notes", "melody"):
         sets[f"synthetic {kind}"] = synthetic(kind, args.clips)
+    if args.training_music:  # 20 min in 60 s pieces, every recording's first piece first
+        fit, _ = load_backgrounds(args.cache_dir, 60.0, 1200.0, LEVEL_DBFS, split="train")
+        for x, source in zip(fit.clips, fit.sources, strict=True):
+            sets[f"training music (fit only) {source}"].append(x)
     paths = model_paths(args)
     results = {}
     for p in paths:

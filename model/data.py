@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import augment
 from .errors import InvalidInputError
-from .labels import HOP
+from .labels import HOP, mark_buried
 
 logger = logging.getLogger("vadnet")
 
@@ -60,6 +60,9 @@ class MixConfig:
     # Share of recorded music backgrounds cut by a rhythmic gate (augment.rhythmic_gate).
     # 0 in the dev protocol.
     p_music_gate: float = 0.0
+    # Speech frames whose local SNR is below this many dB are left out of the loss
+    # (labels.mark_buried). None: every labelled frame counts, the dev protocol.
+    buried_snr_db: float | None = None
     p_two_backgrounds: float = 0.15
     p_silent_background: float = 0.08  # digital or near-digital silence under the speech
     p_telephone: float = 0.2  # 8 kHz + mu-law: call-centre audio
@@ -196,14 +199,18 @@ class Mixer:
         return b
 
     def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One mixture: (example_samples,) float32 in [-1, 1] and (example_samples / hop,) labels."""
+        """One mixture: (example_samples,) float32 in [-1, 1] and (example_samples / hop,)
+        labels in {0, 1}, or also ``labels.IGNORE`` with ``buried_snr_db`` set."""
         cfg, n = self.cfg, self.cfg.example_samples
         s, y = self._speech_track(rng, n)
         b = self._background(rng, n)
         if y.any():
             snr = rng.uniform(40, 60) if rng.random() < cfg.p_clean else rng.uniform(*cfg.snr_db)
             speech_rms = augment.rms(s[np.repeat(y, HOP) > 0])
-            x = s + b * (speech_rms / 10 ** (snr / 20))
+            b = b * (speech_rms / 10 ** (snr / 20))
+            x = s + b
+            if cfg.buried_snr_db is not None:
+                y = mark_buried(y, s, b, cfg.buried_snr_db)
         else:
             x = b
         if rng.random() < cfg.p_telephone:

@@ -270,11 +270,13 @@ def evaluate(
 def frame_loss(
     logits: Tensor, labels: Tensor, hard_negative_fraction: float = 0.0, weight: float = 1.0
 ) -> Tensor:
-    """Mean BCE over all frames ``(B, frames)``, plus ``weight`` times the mean BCE of the
-    hardest ``hard_negative_fraction`` of the non-speech frames (see TrainConfig)."""
-    per_frame = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    loss = per_frame.mean()
-    negatives = per_frame[labels < 0.5]
+    """Mean BCE over the frames ``(B, frames)`` that count, plus ``weight`` times the mean
+    BCE of the hardest ``hard_negative_fraction`` of the non-speech frames (see
+    TrainConfig). Frames labelled ``labels.IGNORE`` (buried speech) do not count."""
+    counts = labels >= 0
+    per_frame = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0), reduction="none")
+    loss = per_frame[counts].mean()
+    negatives = per_frame[counts & (labels < 0.5)]
     k = int(negatives.numel() * hard_negative_fraction)
     if k > 0 and weight > 0:
         loss = loss + weight * negatives.topk(k).values.mean()

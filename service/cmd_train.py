@@ -13,7 +13,7 @@ _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
                 "hard_negative_weight", "grow_b_dilations")  # fmt: skip
-MIX_FLAGS = ("p_melody", "p_music_gate")  # MixConfig fields that have a flag
+MIX_FLAGS = ("p_melody", "p_music_gate", "buried_snr_db")  # MixConfig fields that have a flag
 
 
 # TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
@@ -104,6 +104,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="share of recorded music backgrounds cut by a rhythmic gate (default 0; no gain"
         " measured on the bundled recipe, see docs/model.md)",
+    )
+    p.add_argument(
+        "--buried-snr-db",
+        type=float,
+        metavar="DB",
+        help="leave speech frames whose local SNR is below DB out of the loss (default: off;"
+        " see labels.mark_buried and docs/model.md)",
     )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
 

@@ -20,11 +20,13 @@ SYSTEMS = {"vadnet", "silero-onnx", "silero-jit", "webrtc-0", "webrtc-1", "webrt
 
 
 def tiny_cache(root: Path, data_dir: Path) -> Path:
-    """Speech (one train, one dev copy), a dev pink-noise clip and a dev 'music' clip."""
+    """Speech (one train, one dev copy), a dev pink-noise clip, a dev 'music' clip and a
+    training one (the same chords an octave down)."""
     t = np.arange(4 * 16000) / 16000
     notes = 220 * 2 ** (np.floor(t * 4) % 8 / 12)  # a scale, 250 ms per note
     chords = sum(np.sin(2 * np.pi * h * notes * t) / h for h in (1, 2, 3, 5))
     sf.write(root / "music.wav", (0.1 * chords).astype(np.float32), 16000)
+    sf.write(root / "music_train.wav", (0.1 * chords[::2]).astype(np.float32), 8000)
     speech = {"kind": "speech", "source": "espeak-test", "lang": "en"}
     items = [
         {**speech, "path": str(data_dir / "speech_en.wav"), "speaker": "a", "split": "train"},
@@ -41,6 +43,13 @@ def tiny_cache(root: Path, data_dir: Path) -> Path:
             "source": "tones",
             "path": str(root / "music.wav"),
             "split": "dev",
+            "noise_kind": "music",
+        },
+        {
+            "kind": "noise",
+            "source": "tones-train",
+            "path": str(root / "music_train.wav"),
+            "split": "train",
             "noise_kind": "music",
         },
     ]
@@ -111,14 +120,16 @@ def test_false_segments_count_what_the_segmenter_emits():
 def test_music_fa_maps_false_alarms_by_recording_and_by_synthetic_kind(tmp_path, data_dir):
     cache = tiny_cache(tmp_path, data_dir)
     out = tmp_path / "music_fa.json"
-    proc = run_bench("music_fa.py", cache, out, "--clips", "2")
+    proc = run_bench("music_fa.py", cache, out, "--clips", "2", "--training-music")
     (counts,) = json.loads(out.read_text())["results"].values()
     assert set(counts) == {
         "held-out music.wav",
         "synthetic lead",
         "synthetic notes",
         "synthetic melody",
+        "training music (fit only) tones-train",  # the training split's, and only there
     }
+    assert counts["training music (fit only) tones-train"][1] == 4 * 16000 // 256
     assert counts["held-out music.wav"][1] == 4 * 16000 // 256  # the whole 4 s clip
     for kind in ("lead", "notes", "melody"):
         hits, frames = counts[f"synthetic {kind}"]

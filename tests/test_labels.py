@@ -96,3 +96,24 @@ def test_energy_and_bad_input():
     np.testing.assert_allclose(e, 10 * np.log10(0.25), atol=1e-4)
     with pytest.raises(InvalidInputError):
         frame_labels(np.zeros((2, 100), np.float32))
+
+
+def test_buried_speech_is_ignored_but_audible_speech_and_its_pauses_are_not():
+    from vadnet.model.labels import IGNORE, mark_buried
+
+    frames, hop = 200, 256
+    rng = np.random.default_rng(0)
+    labels = np.zeros(frames, np.float32)
+    labels[20:180] = 1  # one long utterance with a bridged pause at 60..66
+    speech = rng.standard_normal(frames * hop).astype(np.float32) * 0.1
+    speech[: 20 * hop] = speech[180 * hop :] = 0
+    speech[60 * hop : 66 * hop] = 0  # a pause between loud words
+    speech[120 * hop :] *= 0.01  # the last part fades 40 dB: buried at -20 dB local SNR
+    background = rng.standard_normal(frames * hop).astype(np.float32) * 0.01  # -20 dB
+    out = mark_buried(labels, speech, background, floor_db=-5.0, hop=hop)
+    assert np.array_equal(out[:20], labels[:20]) and np.array_equal(out[180:], labels[180:])
+    assert (out[20:110] == 1).all()  # loud speech, the short pause inside it included
+    assert (out[130:180] == IGNORE).all()  # buried under the background
+    assert set(np.unique(out)) == {IGNORE, 0.0, 1.0}
+    # A background 40 dB quieter buries nothing.
+    assert np.array_equal(mark_buried(labels, speech, background * 0.01, -5.0, hop), labels)

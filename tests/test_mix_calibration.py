@@ -219,3 +219,36 @@ def test_rhythmic_gate_opens_40_to_90_percent_of_each_beat():
         assert g.shape == x.shape and g.dtype == np.float32
         assert g.max() == pytest.approx(1.0) and g.min() <= 0.3 + 1e-6
         assert 0.35 <= np.mean(g > 0.65) <= 0.95
+
+
+def test_loss_skips_ignored_frames():
+    from vadnet.model.labels import IGNORE
+    from vadnet.model.train import frame_loss
+
+    labels = torch.tensor([[1.0, IGNORE, 0.0, 0.0]])
+    logits = torch.tensor([[2.0, -5.0, 3.0, -1.0]], requires_grad=True)
+    counted = F.binary_cross_entropy_with_logits(logits[:, [0, 2, 3]], labels[:, [0, 2, 3]])
+    assert torch.allclose(frame_loss(logits, labels), counted)
+    # the hardest non-speech frame is frame 2 (logit 3), never the ignored speech frame
+    hardest = F.binary_cross_entropy_with_logits(torch.tensor(3.0), torch.tensor(0.0))
+    assert torch.allclose(frame_loss(logits, labels, 0.5, 1.0), counted + hardest)
+    frame_loss(logits, labels, 0.5, 1.0).backward()
+    assert logits.grad[0, 1] == 0 and torch.count_nonzero(logits.grad) == 3
+
+
+def test_buried_speech_changes_labels_only_not_the_audio():
+    """buried_snr_db leaves the random stream and the mixture as they were."""
+    from vadnet.model.labels import IGNORE
+
+    speech = _Clips([{"source": "asterisk-en", "speaker": "a"}])
+    n = speech.length // 256 * 256  # whole frames, as clip_labels has
+    speech.clip = lambda i: np.random.default_rng(1).standard_normal(n).astype(np.float32)
+    noise = _Clips([{"source": "m1", "kind": "music"}])
+    noise.clip = lambda i: np.random.default_rng(2).standard_normal(16000).astype(np.float32)
+    mix = {"p_no_speech": 0.0, "p_clean": 0.0, "snr_db": (-5.0, -5.0), "p_dropout": 0.0}
+    plain = Mixer(speech, noise, MixConfig(**mix))
+    marked = Mixer(speech, noise, MixConfig(**mix, buried_snr_db=10.0))
+    (x1, y1), (x2, y2) = (m.example(np.random.default_rng(3)) for m in (plain, marked))
+    assert np.array_equal(x1, x2)
+    assert set(np.unique(y1)) <= {0.0, 1.0} and (y2 == IGNORE).any()
+    assert np.array_equal(y2 == IGNORE, (y1 == 1) & (y2 != 1))

@@ -146,10 +146,28 @@ def test_dev_set_does_not_follow_the_training_mix(tmp_path, user_data):
         return mixer, fixed_set(mixer, 6, 0)
 
     base, (x0, y0) = dev({})
-    other, (x1, y1) = dev({"p_generated_noise": 0.9, "music_share": 0.9, "p_speed": 1.0})
+    other, (x1, y1) = dev(
+        {"p_generated_noise": 0.9, "music_share": 0.9, "p_speed": 1.0, "buried_snr_db": 10.0}
+    )
     assert all(getattr(other.cfg, k) == v for k, v in DEV_MIX.items())
     assert base.cfg == other.cfg
     assert np.array_equal(x0, x1) and np.array_equal(y0, y1)
+
+
+def test_training_with_buried_speech_left_out_of_the_loss(tmp_path, user_data):
+    """--buried-snr-db: the loss skips IGNORE frames (a high floor marks many) and the run
+    still learns: finite losses, dev scored on the untouched labels."""
+    final = run(tmp_path / "b", user_data, mix={"example_s": 2.0, "buried_snr_db": 10.0})
+    history = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["dev_loss"]) for h in history)
+    cfg = json.loads(read_checkpoint(final)["train_config"])
+    assert cfg["mix"]["buried_snr_db"] == 10.0
+    from vadnet.model.labels import IGNORE
+    from vadnet.model.train import TrainConfig, make_mixers
+
+    mixer = make_mixers(TrainConfig.from_dict(cfg))[0]
+    labels = np.concatenate([mixer.example(np.random.default_rng(i))[1] for i in range(20)])
+    assert (labels == IGNORE).any() and (labels == 1).any()  # the floor did mark frames
 
 
 def test_grow_b_appends_layers_to_the_init_checkpoint(tmp_path, user_data):
