@@ -275,6 +275,15 @@ def batch_loader(mixer: Mixer, batch_size: int, seed: int, start: int, workers: 
 
 def fixed_set(mixer: Mixer, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed evaluation set of ``count`` mixtures (the dev split's mixer, its own seed)."""
+    (x, y), *_ = fixed_blocks(mixer, count, seed, block=max(count, 1))
+    return x, y
+
+
+def fixed_blocks(mixer: Mixer, count: int, seed: int, block: int = 400):
+    """``fixed_set(mixer, count, seed)`` in blocks of at most ``block`` examples, so a large
+    set need not be in memory at once; the first ``n`` examples are ``fixed_set``'s ``n``."""
     rng = np.random.default_rng([seed, 10**6])
-    xs, ys = zip(*(mixer.example(rng) for _ in range(count)), strict=True)
-    return np.stack(xs), np.stack(ys)
+    for start in range(0, count, block):
+        n = min(block, count - start)
+        xs, ys = zip(*(mixer.example(rng) for _ in range(n)), strict=True)
+        yield np.stack(xs), np.stack(ys)

@@ -10,7 +10,7 @@ import sys
 from vadnet.model.errors import InvalidInputError
 
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "init", "seed", "epochs",
-                "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "device",
+                "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "calibration_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
                 "hard_negative_weight", "grow_b_dilations")  # fmt: skip
 MIX_FLAGS = ("p_melody", "p_music_gate", "buried_snr_db")  # MixConfig fields that have a flag
@@ -19,7 +19,7 @@ MIX_FLAGS = ("p_melody", "p_music_gate", "buried_snr_db")  # MixConfig fields th
 # TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
 # tests/test_train.py checks they agree.
 DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 60, "steps_per_epoch": 100,
-            "batch_size": 32, "workers": 2, "dev_examples": 400, "lr": 3e-3,
+            "batch_size": 32, "workers": 2, "dev_examples": 400, "calibration_examples": 2000, "lr": 3e-3,
             "calibration_max_false_alarm": 0.01, "hard_negative_fraction": 0.0,
             "hard_negative_weight": 1.0, "grow_b_dilations": ()}  # fmt: skip
 
@@ -53,7 +53,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--init",
         help="checkpoint to start from: a path, bundled or scratch (default: bundled for your data)",
     )
-    for name in ("seed", "epochs", "steps_per_epoch", "batch_size", "workers", "dev_examples"):
+    for name in (
+        "seed",
+        "epochs",
+        "steps_per_epoch",
+        "batch_size",
+        "workers",
+        "dev_examples",
+        "calibration_examples",
+    ):
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=int,

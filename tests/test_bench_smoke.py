@@ -205,3 +205,18 @@ def test_long_streams_scores_the_same_frames_alone_and_joined(tmp_path, data_dir
     # a 12 s mixture of this cache holds speech, so recall is defined
     assert 0.0 <= result["long"]["recall"] <= 1.0
     assert "| model | context | ROC-AUC 6 s | joined | long |" in proc.stdout
+
+
+def test_calibration_draws_scores_each_size_and_draw_on_the_same_dev_set(tmp_path, data_dir):
+    cache = tiny_cache(tmp_path, data_dir)
+    out = tmp_path / "draws.json"
+    args = ("--examples", "3", "--examples", "6", "--draws", "2", "--dev-examples", "4")
+    proc = run_bench("calibration_draws.py", cache, out, *args)
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted((r["examples"], r["draw"]) for r in rows) == [(3, 0), (3, 1), (6, 0), (6, 1)]
+    from vadnet.model.train import CALIBRATION_RANGE
+
+    for r in rows:
+        assert CALIBRATION_RANGE[0] <= r["threshold"] <= CALIBRATION_RANGE[1]
+        assert 0.0 <= r["f1"] <= 1.0 and 0.0 <= r["recall"] <= 1.0
+    assert proc.stdout.count("\n| ") == 1 + 4  # header and one line per row

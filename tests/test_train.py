@@ -50,6 +50,7 @@ def run(tmp, user_data, **kw):
         "batch_size": 4,
         "workers": 0,
         "dev_examples": 6,
+        "calibration_examples": 12,
         "mix": {"example_s": 2.0},
     }
     cfg.update(kw)
@@ -67,7 +68,7 @@ def test_training_writes_everything_and_is_deterministic(tmp_path, user_data):
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert len(metrics["history"]) == 2
     assert {"auc", "f1", "miss_rate", "false_alarm_rate"} <= set(metrics["history"][-1]["dev"])
-    assert "calibration" in metrics
+    assert "calibration" in metrics and metrics["calibration"]["examples"] == 12
     model = load_model(final)  # the checkpoint carries its config
     assert model.cfg.a_channels == 8
     # same seed, two worker processes instead of none: the very same weights
@@ -179,3 +180,23 @@ def test_grow_b_appends_layers_to_the_init_checkpoint(tmp_path, user_data):
     run(tmp_path / "r", user_data, init=base, grow_b_dilations=[4], stop_after_epoch=1)
     resumed = run(tmp_path / "r", user_data, init=base, grow_b_dilations=[4], epochs=2)
     assert load_model(resumed).cfg.b_dilations == (1, 2, 4)
+
+
+def test_calibration_draw_extends_the_dev_set(tmp_path, user_data):
+    """fixed_blocks: the dev set's examples first, then more of the same random stream."""
+    from vadnet.model.data import fixed_blocks, fixed_set
+    from vadnet.model.train import TrainConfig, make_mixers
+
+    cfg = TrainConfig(
+        out_dir=str(tmp_path),
+        speech_dir=str(user_data / "speech"),
+        noise_dir=str(user_data / "noise"),
+        mix={"example_s": 2.0},
+    )
+    mixer = make_mixers(cfg)[1]
+    x6, y6 = fixed_set(mixer, 6, 3)
+    blocks = list(fixed_blocks(mixer, 10, 3, block=4))
+    assert [len(x) for x, _ in blocks] == [4, 4, 2]
+    x10, y10 = (np.concatenate(p) for p in zip(*blocks, strict=True))
+    assert np.array_equal(x10[:6], x6) and np.array_equal(y10[:6], y6)
+    assert not np.array_equal(x10[6:8], x10[:2])  # more examples, not the same again
