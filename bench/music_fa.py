@@ -14,9 +14,10 @@ For each model (side by side, one run), the share of 16 ms frames called speech 
   -20 dBFS.
 
 With ``--training-music``, also 20 minutes of the *training* music (60 s pieces, every
-recording's first piece first), by source. Not an evaluation (training saw these files): a fit diagnostic. If the net calls
-as much of its own training music speech as of held-out music, more music will not help
-by itself; the training objective decides (v29: 0.4 % vs 0.3 %, docs/model.md).
+recording's first piece first), by source. Not an evaluation (training saw these files):
+a fit diagnostic. If the net calls as much of its own training music speech as of
+held-out music, more music will not help by itself; the training objective decides (v29:
+0.28 % and 0.45 % of its training music against 0.30 % of held-out music, docs/model.md).
 
 Not a target: a map of the failure modes, for choosing what to train on next.
 """

@@ -79,8 +79,9 @@ class TrainConfig:
     # Calibration draws more of the dev protocol (the dev set, then more mixtures from the
     # same random stream): with the cap binding, the threshold is set by the few speech-free
     # frames a model likes most, and the dev set holds only ~115 speech-free examples. v33,
-    # calibrated at 1 % on four 400-example draws, got thresholds 0.45-0.69, i.e. dev F1
-    # 0.821-0.887 on the seed-0 dev set; 2,000 examples take ~1 min more on 2 cores.
+    # calibrated at 1 % on four 400-example draws, landed at dev F1 0.821-0.887 on the
+    # seed-0 dev set, on four 2,000-example draws at 0.867-0.891
+    # (bench/calibration_draws.py); 2,000 examples take ~1 min more on 2 cores.
     calibration_examples: int = 2000
     device: str = "auto"
     # Calibration: the F1-optimal dev threshold becomes 0.5, but only among thresholds that
@@ -89,11 +90,13 @@ class TrainConfig:
     # held-out music frames called speech. Call centres and voice bots pay more for a
     # false barge-in on hold music than for a missed frame of weak speech, so cap it.
     # 1 %: of the caps tried (2, 1, 0.5 %), the lowest that keeps dev F1 above Silero's
-    # (0.828) for both seeds of the bundled recipe (v33: 0.875, v33s1: 0.845; at 0.5 %
-    # v33s1 falls to 0.804). It was 3 % until the 2 s model spent its gain on recall, then
-    # 2 % until the music gate (v33) cut speech-free false alarms at the same recall (at
-    # 0.75: 0.47 % vs v29's 1.40 %; seed 1: 1.02 % vs 1.59 %). At 2 % v33 would spend that
-    # on recall too (0.86) and call 0.42 % of held-out music speech, more than v29 did.
+    # (0.828) for all three seeds of the bundled recipe (v33 0.875, v33s1 0.845, v33s2
+    # 0.860; at 0.5 % v33s1 falls to 0.804). It was 3 % until the 2 s model spent its gain
+    # on recall, then 2 % until the music gate (v33) cut speech-free false alarms at the
+    # same recall (at 0.75, seeds 0-2: 0.47, 1.02, 0.69 % against v29's 1.40, 1.59,
+    # 1.92 %); v29's recipe at 1 % falls below Silero's F1 in every seed. At 2 % v33 would
+    # spend its gain on recall (0.86) and call 0.42 % of held-out music speech, more than
+    # v29 did.
     # Where the cap binds, a gain shows as fewer false alarms, which is what call centres
     # and voice bots pay for (bench/threshold_sweep.py --cap, docs/model.md). The search is
     # exact (best_f1_threshold), so a retrain lands on the cap, not anywhere below it as a
