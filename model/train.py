@@ -35,7 +35,7 @@ from .checkpoint import (
     save_checkpoint,
     weights_version,
 )
-from .data import MixConfig, Mixer, batch_loader, fixed_blocks, fixed_set
+from .data import MixConfig, Mixer, batch_loader, fixed_blocks
 from .errors import InvalidInputError
 from .grow import append_b_layers, check_dilations
 from .metrics import frame_metrics
@@ -305,7 +305,11 @@ def train(cfg: TrainConfig | dict) -> Path:
 
     # 1. Data: on-the-fly training mixtures and a fixed dev set of other speakers/sources.
     train_mixer, dev_mixer = make_mixers(cfg)
-    dev = fixed_set(dev_mixer, cfg.dev_examples, cfg.seed)
+    # The dev set is the first block of the calibration draw (step 5), which reads on from
+    # where it stops: no dev mixture is mixed or scored twice.
+    calibration_count = max(cfg.calibration_examples, cfg.dev_examples)
+    dev_draw = fixed_blocks(dev_mixer, calibration_count, cfg.seed, block=cfg.dev_examples)
+    dev = next(dev_draw)
     logger.info("dev set: %s examples, %.1f%% speech frames", len(dev[0]), 100 * dev[1].mean())
 
     # 2. Model: fresh, or fine-tuned from a checkpoint (the bundled one for user data).
@@ -400,12 +404,11 @@ def train(cfg: TrainConfig | dict) -> Path:
     # 5. Calibrate the best model on a larger draw of the dev protocol; write the final
     # checkpoint.
     model = load_model(out / "best.pt", device)
-    _, before, _ = evaluate(model, dev, device)
-    count = max(cfg.calibration_examples, cfg.dev_examples)
-    blocks = [(predict(model, x, device), y) for x, y in fixed_blocks(dev_mixer, count, cfg.seed)]
+    _, before, dev_probs = evaluate(model, dev, device)
+    blocks = [(dev_probs, dev[1])] + [(predict(model, x, device), y) for x, y in dev_draw]
     probs, labels = (np.concatenate(parts) for parts in zip(*blocks, strict=True))
     calibration = calibrate(model, probs, labels, cfg.calibration_max_false_alarm)
-    calibration["examples"] = count
+    calibration["examples"] = calibration_count
     _, after, _ = evaluate(model, dev, device)
     final = out / "vadnet.pt"
     summary = {"dev_before_calibration": before, "dev": after, "calibration": calibration}
