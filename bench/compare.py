@@ -6,7 +6,9 @@
 Every system sees the same audio (see ``bench/_data.py``): the fixed dev set training
 evaluates on (speakers and sources never trained on), and dev-split music-only and
 other noise-only clips. Reported per system: frame ROC-AUC and F1 at the default
-threshold (0.5; WebRTC is binary, so its AUC is that of a 0/1 score) on dev, the share
+threshold (0.5; WebRTC is binary, so its AUC is that of a 0/1 score) on dev, how many
+ms past each labelled speech end (and before each start) a system still calls speech on
+average (``metrics.edge_overhang``: a voice bot's end of turn waits for the first), the share
 of frames called speech on the noise-only and music-only clips, and throughput in audio
 seconds per CPU second (``time.process_time``) on ONE thread, clip by clip and in
 batches; for vadnet also batched streaming (``--streams`` streams advanced together in
@@ -52,6 +54,7 @@ from _data import (  # noqa: E402
 from _systems import SileroSystem, VadnetSystem, WebrtcSystem, n_frames  # noqa: E402
 
 SR = 16_000
+HOP_S = 256 / SR  # every system is scored on vadnet's 16 ms frames
 QUICK = {
     "dev_examples": 4,
     "max_noise_s": 20.0,
@@ -144,7 +147,7 @@ def evaluate(
 
     Returns the results and the dev scores (N, T / 256) on the 16 ms grid.
     """
-    from vadnet.model.metrics import frame_metrics
+    from vadnet.model.metrics import edge_overhang, frame_metrics
 
     for _ in range(2):  # warm-up: Silero's JIT optimises on its first calls
         system.scores(dev.audio[0, :SR])
@@ -153,6 +156,7 @@ def evaluate(
     noise_scores, noise_cpu = run_clips(system, noise.clips)
     dev_probs = np.stack(dev_scores)
     m = frame_metrics(dev_probs, dev.labels, 0.5)
+    edges = edge_overhang(dev_probs, dev.labels, 0.5)
     seconds = dev.seconds + music.seconds + noise.seconds
     cpu = dev_cpu + music_cpu + noise_cpu
     out = {
@@ -163,6 +167,9 @@ def evaluate(
         "dev_recall": m["recall"],
         "dev_miss_rate": m["miss_rate"],
         "dev_false_alarm_rate": m["false_alarm_rate"],
+        # ms called speech past each labelled speech end / before each start, on average
+        "dev_late_ms": 1000 * HOP_S * edges["late_frames"],
+        "dev_early_ms": 1000 * HOP_S * edges["early_frames"],
         "fa_music": fa_rate(music_scores),
         "fa_noise": fa_rate(noise_scores),
         "segments_music": false_segments(music_scores),
@@ -274,9 +281,9 @@ def fmt(x, spec: str = ".4f") -> str:
 
 def markdown(res: dict, stream: dict, streams: int, chunk_ms: int, batch: int) -> str:
     head = (
-        "| system | dev ROC-AUC | dev F1 @0.5 | FA noise | FA music "
+        "| system | dev ROC-AUC | dev F1 @0.5 | late / early ms | FA noise | FA music "
         f"| x real time, 1 thread | x real time, batch {batch} | state / stream |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
     for name, r in res.items():
@@ -285,12 +292,13 @@ def markdown(res: dict, stream: dict, streams: int, chunk_ms: int, batch: int) -
             state = stream["state_bytes_per_stream"]
         rows.append(
             f"| {name}{' (binary)' if r['kind'] == 'binary' else ''} | {fmt(r['dev_auc'])} "
-            f"| {fmt(r['dev_f1'])} | {fmt(r['fa_noise'], '.3f')} | {fmt(r['fa_music'], '.3f')} "
+            f"| {fmt(r['dev_f1'])} | {fmt(r['dev_late_ms'], '.0f')} / {fmt(r['dev_early_ms'], '.0f')} "
+            f"| {fmt(r['fa_noise'], '.3f')} | {fmt(r['fa_music'], '.3f')} "
             f"| {fmt(r['xrt_offline'], '.0f')} | {fmt(r['xrt_batched'], '.0f')} "
             f"| {f'{state} B' if state else 'n/a'} |"
         )
     rows.append(
-        f"| vadnet streaming ({streams} streams x {chunk_ms} ms) | | | | "
+        f"| vadnet streaming ({streams} streams x {chunk_ms} ms) | | | | | "
         f"| {fmt(stream['xrt_streaming'], '.0f')} | | {stream['state_bytes_per_stream']} B |"
     )
     segments = (

@@ -69,3 +69,38 @@ def frame_metrics(
         "frames": int(p.size),
         "speech_frames": int(pos),
     }
+
+
+def edge_overhang(
+    probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5, window_frames: int = 16
+) -> dict:
+    """How far calls of speech spill over the labelled speech edges, in frames per edge.
+
+    Args:
+        probs: (N, frames) P(speech); labels: (N, frames) 1 = speech, 0 = not.
+        threshold: a frame with ``prob >= threshold`` is called speech.
+        window_frames: only non-speech frames this close to speech count (16 = 256 ms).
+
+    Returns:
+        ``late_frames``: non-speech frames called speech after a speech offset (the nearer
+        speech frame is before them), per offset inside an example; ``early_frames``: the
+        same before each onset. Times a hop, the first is how much later than the label a
+        speech end is called on average: a voice bot's end of turn waits for it.
+    """
+    probs, speech = np.atleast_2d(probs), np.atleast_2d(labels) > 0.5
+    if probs.shape != speech.shape:
+        raise InvalidInputError(f"probs {probs.shape} and labels {speech.shape} differ")
+    idx = np.broadcast_to(np.arange(speech.shape[1]), speech.shape)
+    far = speech.shape[1] + window_frames + 1
+    prev = np.maximum.accumulate(np.where(speech, idx, -far), axis=1)  # last speech at or before
+    nxt = np.minimum.accumulate(np.where(speech, idx, 2 * far)[:, ::-1], axis=1)[:, ::-1]
+    after, before = idx - prev, nxt - idx
+    called = (probs >= threshold) & ~speech
+    late = called & (after <= window_frames) & (after <= before)
+    early = called & (before <= window_frames) & (before < after)
+    offsets = int(np.sum(speech[:, :-1] & ~speech[:, 1:]))
+    onsets = int(np.sum(~speech[:, :-1] & speech[:, 1:]))
+    return {
+        "late_frames": float(late.sum() / offsets) if offsets else math.nan,
+        "early_frames": float(early.sum() / onsets) if onsets else math.nan,
+    }

@@ -12,7 +12,7 @@ from vadnet.model.errors import InvalidInputError
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "init", "seed", "epochs",
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "calibration_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
-                "hard_negative_weight", "grow_b_dilations")  # fmt: skip
+                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "grow_b_dilations")  # fmt: skip
 MIX_FLAGS = ("p_melody", "p_music_gate", "buried_snr_db")  # MixConfig fields that have a flag
 
 
@@ -20,8 +20,9 @@ MIX_FLAGS = ("p_melody", "p_music_gate", "buried_snr_db")  # MixConfig fields th
 # tests/test_train.py checks they agree.
 DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, "epochs": 60, "steps_per_epoch": 100,
             "batch_size": 32, "workers": 2, "dev_examples": 400, "calibration_examples": 2000, "lr": 3e-3,
-            "calibration_max_false_alarm": 0.01, "hard_negative_fraction": 0.0,
-            "hard_negative_weight": 1.0, "grow_b_dilations": ()}  # fmt: skip
+            "calibration_max_false_alarm": 0.005, "hard_negative_fraction": 0.0,
+            "hard_negative_weight": 1.0, "far_negative_fraction": 0.0, "far_negative_margin_ms": 250.0,
+            "grow_b_dilations": ()}  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,6 +90,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults["hard_negative_weight"],
         help="weight of that hard-negative loss (default %(default)s)",
+    )
+    p.add_argument(
+        "--far-negative-fraction",
+        type=float,
+        default=defaults["far_negative_fraction"],
+        metavar="FRACTION",
+        help="also weigh the hardest FRACTION of the non-speech frames far from any speech"
+        " (default %(default)s: off; see docs/model.md)",
+    )
+    p.add_argument(
+        "--far-negative-margin-ms",
+        type=float,
+        default=defaults["far_negative_margin_ms"],
+        metavar="MS",
+        help="how far from speech a far negative is (default %(default)s)",
     )
     p.add_argument(
         "--grow-b",

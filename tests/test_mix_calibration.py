@@ -175,6 +175,39 @@ def test_hard_negative_loss_adds_the_hardest_non_speech_frames():
     assert x.grad[0, 2] > 0 and torch.count_nonzero(x.grad) == 1
 
 
+def test_far_negatives_are_mined_only_away_from_speech():
+    """With a margin of 2 frames, the confident false alarm next to speech (frame 2) is not
+    a far negative; the one 4 frames away (frame 5) is, and nothing within 2 frames of an
+    ignored frame is. The far term adds to the plain hard-negative term."""
+    from vadnet.model.labels import IGNORE
+    from vadnet.model.train import frame_loss
+
+    labels = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, IGNORE]])
+    logits = torch.tensor([[2.0, -3.0, 5.0, -2.0, -4.0, 3.0, -2.0, 0.0, 6.0, 0.0]])
+    plain = frame_loss(logits, labels)
+    bce0 = lambda v: F.binary_cross_entropy_with_logits(torch.tensor(v), torch.zeros(len(v)))  # noqa: E731
+    # far from speech: frames 3..6 (7 and 8 are within 2 of the ignored frame 9); a quarter
+    # of 4 is the hardest one, frame 5 at logit 3
+    far = frame_loss(logits, labels, 0.0, 2.0, far_negative_fraction=0.25, margin_frames=2)
+    assert torch.allclose(far, plain + 2.0 * bce0([3.0]))
+    # the plain term mines every non-speech frame: a quarter of 8 is frames 8 and 2
+    both = frame_loss(logits, labels, 0.25, 1.0, far_negative_fraction=0.25, margin_frames=2)
+    assert torch.allclose(both, plain + bce0([6.0, 5.0]).mean() + bce0([3.0]))
+    x = logits.clone().requires_grad_(True)
+    (frame_loss(x, labels, 0.0, 1.0, 0.25, 2) - frame_loss(x, labels)).backward()
+    assert x.grad[0, 5] > 0 and torch.count_nonzero(x.grad) == 1
+
+
+def test_far_negative_options_are_checked():
+    from vadnet.model.errors import InvalidInputError
+    from vadnet.model.train import TrainConfig
+
+    with pytest.raises(InvalidInputError, match="far_negative_fraction"):
+        TrainConfig(far_negative_fraction=2.0)
+    with pytest.raises(InvalidInputError, match="far_negative_margin_ms"):
+        TrainConfig(far_negative_margin_ms=-5)
+
+
 def test_hard_negative_options_are_checked():
     from vadnet.model.errors import InvalidInputError
     from vadnet.model.train import TrainConfig
@@ -252,3 +285,30 @@ def test_buried_speech_changes_labels_only_not_the_audio():
     assert np.array_equal(x1, x2)
     assert set(np.unique(y1)) <= {0.0, 1.0} and (y2 == IGNORE).any()
     assert np.array_equal(y2 == IGNORE, (y1 == 1) & (y2 != 1))
+
+
+def test_edge_overhang_counts_speech_called_past_each_labelled_edge():
+    """Late frames: non-speech after an offset called speech, per offset; early: before
+    an onset, per onset. Each non-speech frame goes to its nearer speech frame, and only
+    frames within the window count."""
+    from vadnet.model.errors import InvalidInputError
+    from vadnet.model.metrics import edge_overhang
+
+    labels = np.array([[0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]], float)
+    probs = np.array([[0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]], float)
+    # late: frames 6, 7 (after the offset at 5) and 15 (after 14) over 2 offsets;
+    # early: frames 2 (before 3) and 12 (before 13) over 2 onsets
+    assert edge_overhang(probs, labels, 0.5, window_frames=3) == {
+        "late_frames": 1.5,
+        "early_frames": 1.0,
+    }
+    # frame 7 is 2 frames past its offset: outside a 1-frame window
+    assert edge_overhang(probs, labels, 0.5, window_frames=1)["late_frames"] == 1.0
+    # a call of speech far from any speech is a false alarm, not an overhang
+    far = np.zeros((1, 40))
+    far[0, 30] = 1.0
+    lab = np.zeros((1, 40))
+    lab[0, 2:5] = 1.0
+    assert edge_overhang(far, lab, 0.5) == {"late_frames": 0.0, "early_frames": 0.0}
+    with pytest.raises(InvalidInputError, match="differ"):
+        edge_overhang(probs[:, :5], labels)
