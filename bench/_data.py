@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SR = 16_000
+HOP_S = 256 / SR  # every bench scores on vadnet's 16 ms frame grid
 
 
 @dataclass

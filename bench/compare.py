@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _helpers next to
 
 from _data import (  # noqa: E402
     GROUP_S,
+    HOP_S,
     LEVEL_DBFS,
     PIECE_S,
     ClipGroup,
@@ -54,7 +55,6 @@ from _data import (  # noqa: E402
 from _systems import SileroSystem, VadnetSystem, WebrtcSystem, n_frames  # noqa: E402
 
 SR = 16_000
-HOP_S = 256 / SR  # every system is scored on vadnet's 16 ms frames
 QUICK = {
     "dev_examples": 4,
     "max_noise_s": 20.0,
@@ -127,7 +127,7 @@ def false_segments(scores: list[np.ndarray]) -> dict:
 
     if not scores:
         return {"per_min": math.nan, "share": math.nan}
-    seconds = sum(s.size for s in scores) * 256 / SR
+    seconds = sum(s.size for s in scores) * HOP_S
     segments = [seg for s in scores for seg in segment_probs(s.astype(np.float64))]
     inside = sum(seg.duration_s for seg in segments)
     return {"per_min": 60 * len(segments) / seconds, "share": inside / seconds}

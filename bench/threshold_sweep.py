@@ -35,6 +35,7 @@ from vadnet.model.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import (  # noqa: E402
+    HOP_S,
     add_model_arguments,
     compare_backgrounds,
     frame_probs,
@@ -42,7 +43,6 @@ from _data import (  # noqa: E402
     model_paths,
 )
 
-HOP_MS = 16.0  # the frame grid every bench scores on
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 # Dev recalls to compare models at: around the bundled models' calibrated 0.79.
 RECALLS = (0.75, 0.8)
@@ -75,17 +75,15 @@ def sweep(model, dev, music, noise, thresholds, recalls, caps=(CAP,)) -> dict:
 
 
 def _row(t: float, p_dev, labels, p_music, p_noise) -> dict:
-    from vadnet.model.metrics import frame_metrics
+    from vadnet.model.metrics import edge_overhang, frame_metrics
 
     m = frame_metrics(p_dev, labels, t, with_auc=False)
-    from vadnet.model.metrics import edge_overhang
-
     p_dev = p_dev.reshape(labels.shape)
     free = p_dev[labels.sum(axis=1) == 0]
     edges = edge_overhang(p_dev, labels, t)
     return {
         "dev_free_fa": float(np.mean(free >= t)) if free.size else float("nan"),
-        "dev_late_ms": HOP_MS * edges["late_frames"],
+        "dev_late_ms": 1000 * HOP_S * edges["late_frames"],
         "threshold": t,
         "dev_f1": m["f1"],
         "dev_precision": m["precision"],
