@@ -40,6 +40,7 @@ from .errors import InvalidInputError
 from .grow import append_b_layers, check_dilations
 from .metrics import frame_metrics
 from .network import ModelConfig, VadNet
+from .replay import HardExampleReplay
 
 logger = logging.getLogger("vadnet")
 
@@ -121,6 +122,14 @@ class TrainConfig:
     # late as Silero's. Both terms at once (v37) behaved like plain mining alone.
     far_negative_fraction: float = 0.0
     far_negative_margin_ms: float = 250.0
+    # Hard-example replay (model/replay.py): from each batch the ``replay_fraction`` of its
+    # fresh mixtures whose frames more than ``far_negative_margin_ms`` from speech the model
+    # likes most are kept (the newest ``replay_buffer``, 256 x 6 s = 98 MB), and make up
+    # ``replay_fraction`` of each later batch. Why: v36's remaining false alarms on held-out music are a few systematic
+    # spots, and it still calls 0.05-0.15 % of its own training music speech; in-batch
+    # mining sees such a rare confuser once and moves on. 0 turns it off.
+    replay_fraction: float = 0.0
+    replay_buffer: int = 256
     # B layers (their dilations) appended to the init checkpoint before training
     # (model/grow.py). The bundled stage 2 grows dilations 32, 64 and 128 (8 s of context):
     # each doubling so far cut music false alarms at the same dev recall (docs/model.md).
@@ -139,6 +148,7 @@ class TrainConfig:
             raise InvalidInputError(
                 "far_negative_fraction must be in [0, 1] and far_negative_margin_ms >= 0"
             )
+        HardExampleReplay.check(self.replay_fraction, self.replay_buffer)
         self.grow_b_dilations = check_dilations(self.grow_b_dilations)  # fail before data loads
 
     @classmethod
@@ -316,11 +326,18 @@ def frame_loss(
     negative = counts & (labels < 0.5)
     loss = loss + weight * _hardest(per_frame[negative], hard_negative_fraction)
     if far_negative_fraction > 0:
-        speechy = (labels.abs() > 0.5).float().unsqueeze(1)  # speech and IGNORE
-        width = 2 * margin_frames + 1
-        near = F.max_pool1d(speechy, width, stride=1, padding=margin_frames).squeeze(1) > 0
-        loss = loss + weight * _hardest(per_frame[negative & ~near], far_negative_fraction)
+        far = far_from_speech(labels, margin_frames)
+        loss = loss + weight * _hardest(per_frame[far], far_negative_fraction)
     return loss
+
+
+def far_from_speech(labels: Tensor, margin_frames: int) -> Tensor:
+    """(B, frames) labels -> (B, frames) bool: non-speech frames more than
+    ``margin_frames`` from any speech or ``labels.IGNORE`` frame."""
+    speechy = (labels.abs() > 0.5).float().unsqueeze(1)  # speech and IGNORE
+    width = 2 * margin_frames + 1
+    near = F.max_pool1d(speechy, width, stride=1, padding=margin_frames).squeeze(1) > 0
+    return (labels >= 0) & (labels < 0.5) & ~near
 
 
 def _hardest(losses: Tensor, fraction: float) -> Tensor:
@@ -362,6 +379,7 @@ def train(cfg: TrainConfig | dict) -> Path:
         opt, max_lr=cfg.lr, total_steps=total, pct_start=0.05
     )
     step, history, best_auc = 0, [], -1.0
+    replay = HardExampleReplay(cfg.replay_fraction, cfg.replay_buffer, cfg.seed)
 
     # 3. Resume from last.pt if a previous run of the same config stopped.
     last = out / "last.pt"
@@ -372,6 +390,7 @@ def train(cfg: TrainConfig | dict) -> Path:
         sched.load_state_dict(blob["scheduler"])
         step, history, best_auc = blob["step"], json.loads(blob["history"]), blob["best_auc"]
         torch.set_rng_state(blob["torch_rng"])
+        replay.load_state(blob.get("replay"))
         logger.info("resumed from %s at step %s", last, step)
 
     # 4. The loop: an epoch is steps_per_epoch batches, then a dev evaluation.
@@ -392,8 +411,13 @@ def train(cfg: TrainConfig | dict) -> Path:
         for _ in bar:
             x, y = next(loader)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y, replayed = replay.mix(x, y, step)
+            logits = model.forward_logits(x)
+            if cfg.replay_fraction > 0:  # offer the fresh rows: replayed ones are kept already
+                n = len(x) - replayed
+                replay.keep(x[:n], y[:n], logits[:n], far_from_speech(y[:n], margin_frames))
             loss = frame_loss(
-                model.forward_logits(x),
+                logits,
                 y,
                 cfg.hard_negative_fraction,
                 cfg.hard_negative_weight,
@@ -432,6 +456,7 @@ def train(cfg: TrainConfig | dict) -> Path:
         save_checkpoint(
             last, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(), step=step,
             history=json.dumps(history), best_auc=best_auc, torch_rng=torch.get_rng_state(),
+            replay=replay.state(),
         )  # fmt: skip
         (out / "metrics.json").write_text(
             json.dumps({"config": asdict(cfg), "history": history}, indent=1)

@@ -12,7 +12,7 @@ from vadnet.model.errors import InvalidInputError
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "init", "seed", "epochs",
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "calibration_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
-                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "grow_b_dilations")  # fmt: skip
+                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "grow_b_dilations")  # fmt: skip
 MIX_FLAGS = ("p_melody", "p_music_gate", "buried_snr_db")  # MixConfig fields that have a flag
 
 
@@ -22,7 +22,7 @@ DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "seed": 0, 
             "batch_size": 32, "workers": 2, "dev_examples": 400, "calibration_examples": 2000, "lr": 3e-3,
             "calibration_max_false_alarm": 0.005, "hard_negative_fraction": 0.0,
             "hard_negative_weight": 1.0, "far_negative_fraction": 0.0, "far_negative_margin_ms": 250.0,
-            "grow_b_dilations": ()}  # fmt: skip
+            "replay_fraction": 0.0, "replay_buffer": 256, "grow_b_dilations": ()}  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,6 +105,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=defaults["far_negative_margin_ms"],
         metavar="MS",
         help="how far from speech a far negative is (default %(default)s)",
+    )
+    p.add_argument(
+        "--replay-fraction",
+        type=float,
+        default=defaults["replay_fraction"],
+        metavar="FRACTION",
+        help="replay this share of each batch from the kept mixtures that the model liked"
+        " most far from speech (default %(default)s: off; see model/replay.py)",
+    )
+    p.add_argument(
+        "--replay-buffer",
+        type=int,
+        default=defaults["replay_buffer"],
+        metavar="MIXTURES",
+        help="how many hard mixtures replay keeps (default %(default)s)",
     )
     p.add_argument(
         "--grow-b",

@@ -86,6 +86,21 @@ def test_resume_continues_exactly(tmp_path, user_data):
         assert torch.equal(v, weights(resumed)[k]), k
 
 
+def test_replay_runs_keeps_its_buffer_and_resumes_exactly(tmp_path, user_data):
+    """--replay-fraction: the kept mixtures travel in last.pt, so a resumed run ends on
+    the very weights of a straight one; and replay changes what is learnt."""
+    opts = {"replay_fraction": 0.25, "replay_buffer": 5}
+    straight = run(tmp_path / "s", user_data, **opts)
+    kept = read_checkpoint(tmp_path / "s" / "last.pt")["replay"]
+    assert kept["x"].shape[0] == 5 and kept["y"].shape == (5, kept["x"].shape[1] // 256)
+    run(tmp_path / "r", user_data, stop_after_epoch=1, **opts)
+    resumed = run(tmp_path / "r", user_data, **opts)
+    for k, v in weights(straight).items():
+        assert torch.equal(v, weights(resumed)[k]), k
+    plain = run(tmp_path / "p", user_data)
+    assert any(not torch.equal(v, weights(plain)[k]) for k, v in weights(straight).items())
+
+
 def test_different_seed_gives_different_weights(tmp_path, user_data):
     a = run(tmp_path / "a", user_data, epochs=1)
     b = run(tmp_path / "b", user_data, epochs=1, seed=1)
