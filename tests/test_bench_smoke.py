@@ -222,4 +222,8 @@ def test_calibration_draws_scores_each_size_and_draw_on_the_same_dev_set(tmp_pat
     for r in rows:
         assert CALIBRATION_RANGE[0] <= r["threshold"] <= CALIBRATION_RANGE[1]
         assert 0.0 <= r["f1"] <= 1.0 and 0.0 <= r["recall"] <= 1.0
+        assert 0.0 <= r["fa_music"] <= 1.0 and 0.0 <= r["fa_noise"] <= 1.0
+    # one model, one music set: a draw whose threshold is higher never calls more speech
+    by_t = sorted(rows, key=lambda r: r["threshold"])
+    assert all(a["fa_music"] >= b["fa_music"] for a, b in zip(by_t, by_t[1:], strict=False))
     assert proc.stdout.count("\n| ") == 1 + 4  # header and one line per row
