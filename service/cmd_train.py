@@ -112,7 +112,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=defaults["replay_fraction"],
         metavar="FRACTION",
         help="replay this share of each batch from the kept mixtures that the model liked"
-        " most far from speech (default %(default)s: off; see model/replay.py)",
+        " most far from speech (default %(default)s: off; the bundled model's second stage"
+        " uses 0.25, see model/replay.py)",
     )
     p.add_argument(
         "--replay-buffer",
@@ -136,7 +137,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--p-melody",
         type=float,
         help="share of generated backgrounds that are synthetic music (default 0; the"
-        " bundled model's second stage uses 0.3, see docs/model.md)",
+        " bundled model's second stage uses 0.5, see docs/model.md)",
     )
     p.add_argument(
         "--p-music-gate",
