@@ -130,8 +130,8 @@ class TrainConfig:
     # once and moves on. The bundled stage 2 replays a quarter, with synthetic music as
     # half of the generated backgrounds (v41): at the same dev recall a third to a sixth of
     # v36's held-out music false alarms in all three seeds; an eighth alone (v40) was
-    # within the seed spread, and the melody share without replay (v42, one seed) did most
-    # of it, with fewer noise false alarms (docs/model.md, "v41 ships"). 0 turns it off.
+    # within the seed spread, and the melody share without replay (v42) held in seed 0 but
+    # not in seed 1 (0.19 % at recall 0.75, v41s1 0.01 %; docs/model.md). 0 turns it off.
     replay_fraction: float = 0.0
     replay_buffer: int = 256
     # B layers (their dilations) appended to the init checkpoint before training
