@@ -50,8 +50,8 @@ def load_dev(cache_dir: str, count: int, seed: int = 0, example_s: float | None 
     """The fixed dev set of ``count`` 6 s mixtures, as training builds it (or the same
     protocol's mixtures of ``example_s`` seconds: the dev mixer takes the training mix's
     example length, and nothing else from it)."""
-    from vadnet.model.data import fixed_set
-    from vadnet.model.train import TrainConfig, make_mixers
+    from vadnet.model.training.data import fixed_set
+    from vadnet.model.training.train import TrainConfig, make_mixers
 
     mix = {} if example_s is None else {"example_s": example_s}
     _, dev_mixer = make_mixers(TrainConfig(cache_dir=cache_dir, seed=seed, mix=mix))
@@ -86,7 +86,7 @@ def load_backgrounds(
     ``max_total_s`` per group, so a few long recordings (the dev split has few music
     clips) still fill the budget without one recording crowding out the others.
     """
-    from vadnet.model.sources import load_cache
+    from vadnet.model.training.sources import load_cache
 
     _, noise = load_cache(cache_dir)
     dev = noise.select(split)

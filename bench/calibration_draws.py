@@ -37,9 +37,9 @@ from _data import (  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     from vadnet.model.checkpoint import load_model
-    from vadnet.model.data import fixed_blocks
-    from vadnet.model.metrics import frame_metrics
-    from vadnet.model.train import TrainConfig, best_f1_threshold, make_mixers, predict
+    from vadnet.model.training.data import fixed_blocks
+    from vadnet.model.training.metrics import frame_metrics
+    from vadnet.model.training.train import TrainConfig, best_f1_threshold, make_mixers, predict
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_arguments(ap)

@@ -147,7 +147,7 @@ def evaluate(
 
     Returns the results and the dev scores (N, T / 256) on the 16 ms grid.
     """
-    from vadnet.model.metrics import edge_overhang, frame_metrics
+    from vadnet.model.training.metrics import edge_overhang, frame_metrics
 
     for _ in range(2):  # warm-up: Silero's JIT optimises on its first calls
         system.scores(dev.audio[0, :SR])

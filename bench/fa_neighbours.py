@@ -55,7 +55,7 @@ def label(clip: dict, by: str) -> str:
 def speech_bank(model, cache_dir: str, clips: int, by: str = "source", seed: int = 0):
     """F's hidden features at the speech frames of training clips -> (features, labels).
     ``clips`` per source (sampled uniformly within it, as the mixer does)."""
-    from vadnet.model.sources import load_cache
+    from vadnet.model.training.sources import load_cache
 
     speech = load_cache(cache_dir)[0].select("train")
     by_source: dict[str, list[int]] = {}

@@ -41,7 +41,7 @@ VIEWS = ("6 s", "joined", "long")
 
 def score(model, dev, long, join: int) -> dict:
     """{view: {auc, f1, precision, recall}} at threshold 0.5 for each of ``VIEWS``."""
-    from vadnet.model.metrics import frame_metrics
+    from vadnet.model.training.metrics import frame_metrics
 
     n, t = dev.audio.shape
     if t % model.hop_samples:

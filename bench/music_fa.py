@@ -7,7 +7,7 @@ For each model (side by side, one run), the share of 16 ms frames called speech 
 
 * on each held-out music recording: the same 30 s pieces at -20 dBFS that
   ``bench/compare.py`` scores as "FA music", grouped by the file they were cut from;
-* on synthetic music from ``model/augment.py``, drawn from seeds training never uses
+* on synthetic music from ``model/training/augment.py``, drawn from seeds training never uses
   (``default_rng([7919, i])``; training draws from ``(seed, index)`` pairs of its own):
   ``lead`` (one legato lead voice alone), ``notes`` (one voice of separate notes alone)
   and ``melody`` (the training mix's 1-3 voices with drums), ``--clips`` of 6 s each, at
@@ -49,7 +49,7 @@ SR = 16_000
 
 def synthetic(kind: str, count: int, seconds: float = 6.0) -> list[np.ndarray]:
     """``count`` clips of one kind of synthetic music at -20 dBFS."""
-    from vadnet.model import augment
+    from vadnet.model.training import augment
 
     n, out = int(seconds * SR), []
     for i in range(count):

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vadnet.model.train import TrainConfig
+from vadnet.model.training.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import (  # noqa: E402
@@ -58,7 +58,7 @@ def sweep(model, dev, music, noise, thresholds, recalls, caps=(CAP,)) -> dict:
     the comparison. ``calibrated``: the same at the threshold exact calibration picks, one
     per cap in ``caps`` (with a "cap" key).
     """
-    from vadnet.model.train import best_f1_threshold
+    from vadnet.model.training.train import best_f1_threshold
 
     p_dev = frame_probs(model, [dev.audio[i : i + 32] for i in range(0, len(dev.audio), 32)])
     p_music, p_noise = frame_probs(model, music.clips), frame_probs(model, noise.clips)
@@ -75,7 +75,7 @@ def sweep(model, dev, music, noise, thresholds, recalls, caps=(CAP,)) -> dict:
 
 
 def _row(t: float, p_dev, labels, p_music, p_noise) -> dict:
-    from vadnet.model.metrics import edge_overhang, frame_metrics
+    from vadnet.model.training.metrics import edge_overhang, frame_metrics
 
     m = frame_metrics(p_dev, labels, t, with_auc=False)
     p_dev = p_dev.reshape(labels.shape)

@@ -52,7 +52,7 @@ class ModelConfig:
     # B: kernel 3 with dilations 1..16 sees 63 frames (~1 s), enough to tell steady noise
     # from syllabic speech, at 64 channels (~70k weights). This is stage 1's net; the
     # bundled model's stage 2 grows three more layers, dilations 32, 64 and 128
-    # (model/grow.py): with 8 s of context, at dev recall 0.75, it calls 0.23-0.34 % of
+    # (model/training/grow.py): with 8 s of context, at dev recall 0.75, it calls 0.23-0.34 % of
     # held-out music frames speech (three seeds), against 0.79-1.10 % with 1 s (docs/model.md).
     b_channels: int = 64
     b_kernel: int = 3

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     audio = _load(args)
 
     from vadnet.model.checkpoint import load_model
-    from vadnet.model.evaluate import frame_probs
+    from vadnet.model.inference import frame_probs
 
     model = load_model(args.model)
     hop_s = model.hop_samples / model.sample_rate

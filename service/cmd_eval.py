@@ -1,5 +1,5 @@
 """``vadnet eval MANIFEST``: frame ROC-AUC, F1, miss and false-alarm rates per file and
-overall (see ``vadnet.model.evaluate`` for the manifest formats)."""
+overall (see ``vadnet.model.training.evaluate`` for the manifest formats)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _text(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vadnet.model.evaluate import evaluate, read_manifest
+    from vadnet.model.training.evaluate import evaluate, read_manifest
 
     read_manifest(args.manifest)  # a bad manifest fails before torch is imported
 

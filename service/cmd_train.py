@@ -113,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FRACTION",
         help="replay this share of each batch from the kept mixtures that the model liked"
         " most far from speech (default %(default)s: off; the bundled model's second stage"
-        " uses 0.25, see model/replay.py)",
+        " uses 0.25, see model/training/replay.py)",
     )
     p.add_argument(
         "--replay-buffer",
@@ -170,7 +170,7 @@ def _cap(text: str) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vadnet.model import train
+    from vadnet.model.training import train
 
     # Training reports each epoch's dev metrics at INFO: show them unless asked for less.
     log = logging.getLogger("vadnet")
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"bundled {args.bundle} -> {train.bundle(args.bundle)}\n")
         return 0
     if args.prepare:
-        from vadnet.model.sources import build_cache
+        from vadnet.model.training.sources import build_cache
 
         sys.stdout.write(f"source cache ready: {build_cache(args.cache_dir)}\n")
         return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from vadnet.model.sources import build_cache
+from vadnet.model.training.sources import build_cache
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = {"vadnet", "silero-onnx", "silero-jit", "webrtc-0", "webrtc-1", "webrtc-2", "webrtc-3"}
@@ -182,7 +182,7 @@ def test_fa_neighbours_votes_for_the_training_speech_sources(tmp_path, data_dir)
 def test_stream_step_costs_each_model_side_by_side(tmp_path):
     """The bundled model against a copy grown a 2 s layer: two rows, ratios to the first."""
     from vadnet.model.checkpoint import bundled_path, load_model, save_checkpoint
-    from vadnet.model.grow import append_b_layers
+    from vadnet.model.training.grow import append_b_layers
 
     grown = tmp_path / "grown.pt"
     save_checkpoint(grown, append_b_layers(load_model(), (128,)))
@@ -217,7 +217,7 @@ def test_calibration_draws_scores_each_size_and_draw_on_the_same_dev_set(tmp_pat
     proc = run_bench("calibration_draws.py", cache, out, *args)
     rows = json.loads(out.read_text())["rows"]
     assert sorted((r["examples"], r["draw"]) for r in rows) == [(3, 0), (3, 1), (6, 0), (6, 1)]
-    from vadnet.model.train import CALIBRATION_RANGE
+    from vadnet.model.training.train import CALIBRATION_RANGE
 
     for r in rows:
         assert CALIBRATION_RANGE[0] <= r["threshold"] <= CALIBRATION_RANGE[1]

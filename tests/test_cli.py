@@ -24,10 +24,11 @@ import torch
 
 from vadnet.model.audio import load_audio
 from vadnet.model.errors import InvalidInputError
-from vadnet.model.evaluate import frame_probs, read_manifest, segments_to_labels
 from vadnet.model.formats import format_segments
-from vadnet.model.metrics import frame_metrics
+from vadnet.model.inference import frame_probs
 from vadnet.model.segmenter import segment_probs
+from vadnet.model.training.evaluate import read_manifest, segments_to_labels
+from vadnet.model.training.metrics import frame_metrics
 from vadnet.service.cli import main
 
 KNOBS = ["--threshold", "0.55", "--min-speech-duration-ms", "100", "--speech-pad-ms", "10"]

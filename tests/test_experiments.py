@@ -49,7 +49,7 @@ def test_training_speech_filter_leaves_dev_speech_alone():
 
 
 def test_longer_training_examples_leave_dev_examples_alone():
-    from vadnet.model.data import MixConfig
+    from vadnet.model.training.data import MixConfig
 
     cfg = MixConfig(example_s=1.0)
     mixer = training_examples_of(3.0)
@@ -61,7 +61,7 @@ def test_longer_training_examples_leave_dev_examples_alone():
 
 
 def test_spliced_training_examples_switch_mixtures_and_leave_dev_alone():
-    from vadnet.model.data import MixConfig, Mixer
+    from vadnet.model.training.data import MixConfig, Mixer
 
     cfg = MixConfig(example_s=2.0, p_no_speech=0.0)
     spliced = training_examples_spliced(1.0)
@@ -100,7 +100,7 @@ class _OneSpeaker(_Speech):
 def test_music_head_mixer_marks_music_without_changing_the_mixtures():
     from music_head import MusicMarkingMixer
 
-    from vadnet.model.data import MixConfig, Mixer
+    from vadnet.model.training.data import MixConfig, Mixer
 
     cfg = MixConfig(p_melody=0.5, example_s=1.0)
     plain = Mixer(_OneSpeaker("train"), _Noise(), cfg)

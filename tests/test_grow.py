@@ -1,14 +1,14 @@
-"""model/grow.py: a grown net starts from its init, learns, streams exactly; and --grow-b."""
+"""model/training/grow.py: a grown net starts from its init, learns, streams exactly; and --grow-b."""
 
 import numpy as np
 import pytest
 import torch
 
 from vadnet.model.errors import InvalidInputError
-from vadnet.model.grow import append_b_layers
 from vadnet.model.network import ModelConfig, VadNet
 from vadnet.model.streaming import StreamingVAD
-from vadnet.model.train import TrainConfig
+from vadnet.model.training.grow import append_b_layers
+from vadnet.model.training.train import TrainConfig
 
 SMALL = ModelConfig(a_channels=8, b_channels=8, f_hidden=8, b_dilations=(1, 2))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vadnet.model.errors import InvalidInputError
-from vadnet.model.labels import HOP, frame_energy_db, frame_labels
+from vadnet.model.training.labels import HOP, frame_energy_db, frame_labels
 
 SR = 16_000
 
@@ -99,7 +99,7 @@ def test_energy_and_bad_input():
 
 
 def test_buried_speech_is_ignored_but_audible_speech_and_its_pauses_are_not():
-    from vadnet.model.labels import IGNORE, mark_buried
+    from vadnet.model.training.labels import IGNORE, mark_buried
 
     frames, hop = 200, 256
     rng = np.random.default_rng(0)

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from vadnet.model import augment
-from vadnet.model.data import MixConfig, Mixer
-from vadnet.model.metrics import frame_metrics
 from vadnet.model.network import ModelConfig, VadNet
-from vadnet.model.train import CALIBRATION_RANGE, best_f1_threshold, calibrate
+from vadnet.model.training import augment
+from vadnet.model.training.data import MixConfig, Mixer
+from vadnet.model.training.metrics import frame_metrics
+from vadnet.model.training.train import CALIBRATION_RANGE, best_f1_threshold, calibrate
 
 
 class _Clips:
@@ -170,7 +170,7 @@ def test_calibrate_moves_the_chosen_threshold_to_exactly_one_half():
 
 
 def test_hard_negative_loss_adds_the_hardest_non_speech_frames():
-    from vadnet.model.train import frame_loss
+    from vadnet.model.training.train import frame_loss
 
     labels = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]])
     logits = torch.tensor([[2.0, -3.0, 4.0, 0.0, -1.0]])  # frame 2 is a confident false alarm
@@ -189,8 +189,8 @@ def test_far_negatives_are_mined_only_away_from_speech():
     """With a margin of 2 frames, the confident false alarm next to speech (frame 2) is not
     a far negative; the one 4 frames away (frame 5) is, and nothing within 2 frames of an
     ignored frame is. The far term adds to the plain hard-negative term."""
-    from vadnet.model.labels import IGNORE
-    from vadnet.model.train import frame_loss
+    from vadnet.model.training.labels import IGNORE
+    from vadnet.model.training.train import frame_loss
 
     labels = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, IGNORE]])
     logits = torch.tensor([[2.0, -3.0, 5.0, -2.0, -4.0, 3.0, -2.0, 0.0, 6.0, 0.0]])
@@ -210,7 +210,7 @@ def test_far_negatives_are_mined_only_away_from_speech():
 
 def test_far_negative_options_are_checked():
     from vadnet.model.errors import InvalidInputError
-    from vadnet.model.train import TrainConfig
+    from vadnet.model.training.train import TrainConfig
 
     with pytest.raises(InvalidInputError, match="far_negative_fraction"):
         TrainConfig(far_negative_fraction=2.0)
@@ -220,7 +220,7 @@ def test_far_negative_options_are_checked():
 
 def test_hard_negative_options_are_checked():
     from vadnet.model.errors import InvalidInputError
-    from vadnet.model.train import TrainConfig
+    from vadnet.model.training.train import TrainConfig
 
     with pytest.raises(InvalidInputError, match="hard_negative_fraction"):
         TrainConfig(hard_negative_fraction=1.5)
@@ -265,8 +265,8 @@ def test_rhythmic_gate_opens_40_to_90_percent_of_each_beat():
 
 
 def test_loss_skips_ignored_frames():
-    from vadnet.model.labels import IGNORE
-    from vadnet.model.train import frame_loss
+    from vadnet.model.training.labels import IGNORE
+    from vadnet.model.training.train import frame_loss
 
     labels = torch.tensor([[1.0, IGNORE, 0.0, 0.0]])
     logits = torch.tensor([[2.0, -5.0, 3.0, -1.0]], requires_grad=True)
@@ -281,7 +281,7 @@ def test_loss_skips_ignored_frames():
 
 def test_buried_speech_changes_labels_only_not_the_audio():
     """buried_snr_db leaves the random stream and the mixture as they were."""
-    from vadnet.model.labels import IGNORE
+    from vadnet.model.training.labels import IGNORE
 
     speech = _Clips([{"source": "asterisk-en", "speaker": "a"}])
     n = speech.length // 256 * 256  # whole frames, as clip_labels has
@@ -302,7 +302,7 @@ def test_edge_overhang_counts_speech_called_past_each_labelled_edge():
     an onset, per onset. Each non-speech frame goes to its nearer speech frame, and only
     frames within the window count."""
     from vadnet.model.errors import InvalidInputError
-    from vadnet.model.metrics import edge_overhang
+    from vadnet.model.training.metrics import edge_overhang
 
     labels = np.array([[0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]], float)
     probs = np.array([[0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]], float)

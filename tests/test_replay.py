@@ -1,11 +1,11 @@
-"""Hard-example replay (model/replay.py): what it keeps, what it replays, and its state."""
+"""Hard-example replay (model/training/replay.py): what it keeps, what it replays, and its state."""
 
 import pytest
 import torch
 
 from vadnet.model.errors import InvalidInputError
-from vadnet.model.replay import HardExampleReplay
-from vadnet.model.train import TrainConfig, far_from_speech
+from vadnet.model.training.replay import HardExampleReplay
+from vadnet.model.training.train import TrainConfig, far_from_speech
 
 
 def batch(rows: int = 8, frames: int = 20):

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from vadnet.model.errors import InvalidInputError
-from vadnet.model.labels import HOP, frame_labels
-from vadnet.model.sources import build_cache, load_cache, trim_edge_silence
+from vadnet.model.training.labels import HOP, frame_labels
+from vadnet.model.training.sources import build_cache, load_cache, trim_edge_silence
 
 SR = 16_000
 

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from vadnet.model.checkpoint import load_model, read_checkpoint, weights_version
-from vadnet.model.train import train
+from vadnet.model.training.train import train
 
 TINY = {"a_channels": 8, "b_channels": 8, "f_hidden": 8, "b_dilations": [1, 2]}
 
@@ -139,7 +139,7 @@ def test_fine_tune_from_labelled_manifest_starts_from_bundled(tmp_path, user_dat
 def test_cli_defaults_match_train_config():
     from dataclasses import fields
 
-    from vadnet.model.train import TrainConfig
+    from vadnet.model.training.train import TrainConfig
     from vadnet.service.cmd_train import DEFAULTS
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
@@ -148,8 +148,8 @@ def test_cli_defaults_match_train_config():
 
 def test_dev_set_does_not_follow_the_training_mix(tmp_path, user_data):
     """Runs with different mixing recipes are scored on the same dev mixtures."""
-    from vadnet.model.data import fixed_set
-    from vadnet.model.train import DEV_MIX, TrainConfig, make_mixers
+    from vadnet.model.training.data import fixed_set
+    from vadnet.model.training.train import DEV_MIX, TrainConfig, make_mixers
 
     def dev(mix):
         cfg = TrainConfig(
@@ -178,8 +178,8 @@ def test_training_with_buried_speech_left_out_of_the_loss(tmp_path, user_data):
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["dev_loss"]) for h in history)
     cfg = json.loads(read_checkpoint(final)["train_config"])
     assert cfg["mix"]["buried_snr_db"] == 10.0
-    from vadnet.model.labels import IGNORE
-    from vadnet.model.train import TrainConfig, make_mixers
+    from vadnet.model.training.labels import IGNORE
+    from vadnet.model.training.train import TrainConfig, make_mixers
 
     mixer = make_mixers(TrainConfig.from_dict(cfg))[0]
     labels = np.concatenate([mixer.example(np.random.default_rng(i))[1] for i in range(20)])
@@ -199,8 +199,8 @@ def test_grow_b_appends_layers_to_the_init_checkpoint(tmp_path, user_data):
 
 def test_calibration_draw_extends_the_dev_set(tmp_path, user_data):
     """fixed_blocks: the dev set's examples first, then more of the same random stream."""
-    from vadnet.model.data import fixed_blocks, fixed_set
-    from vadnet.model.train import TrainConfig, make_mixers
+    from vadnet.model.training.data import fixed_blocks, fixed_set
+    from vadnet.model.training.train import TrainConfig, make_mixers
 
     cfg = TrainConfig(
         out_dir=str(tmp_path),

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-import vadnet.model.train as train_module
-from vadnet.model import augment
+import vadnet.model.training.train as train_module
 from vadnet.model.checkpoint import read_checkpoint
-from vadnet.model.data import Mixer
 from vadnet.model.network import ModelConfig, VadNet
+from vadnet.model.training import augment
+from vadnet.model.training.data import Mixer
 
 MUSIC_WEIGHT = 0.5  # the music BCE's weight beside the speech loss
 STAGE2 = {"epochs": 20, "lr": 1e-3, "hard_negative_fraction": 0.05, "mix": {"p_melody": 0.3}}

@@ -13,7 +13,7 @@ VARIANT:
   no-commander   (v22) warzone2100's commander voice (audio/memressp/cmndrvoc) left out.
   more-synthetic (v23) synthetic speech in half the utterances (p_synthetic 0.5, not 0.25).
   deep-b         (v25, v25r) a sixth B layer (dilation 32): 2 s of context, as v5 had, but
-                 grown onto the init as a near-identity (model/grow.py), then given stage
+                 grown onto the init as a near-identity (model/training/grow.py), then given stage
                  2's hard negatives and synthetic music, which v5 never had. It halved
                  music false alarms at matched recall and became the bundled recipe
                  (`vadnet train --grow-b 32`, run v27). v25 and v25r ran this script's
@@ -50,10 +50,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import vadnet.model.train as train_module
+import vadnet.model.training.train as train_module
 from vadnet.model.checkpoint import load_model, save_checkpoint
-from vadnet.model.data import Mixer
 from vadnet.model.network import VadNet
+from vadnet.model.training.data import Mixer
 
 STAGE2 = {"epochs": 20, "lr": 1e-3, "hard_negative_fraction": 0.05, "mix": {"p_melody": 0.3}}
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 
 def frame_metrics(

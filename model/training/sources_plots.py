@@ -1,6 +1,6 @@
 """Label check plots: frame energy against the label track for a few clips per source.
 
-``python -m vadnet.model.sources_plots CACHE_DIR OUT_DIR`` writes ``OUT_DIR/<source>.png``
+``python -m vadnet.model.training.sources_plots CACHE_DIR OUT_DIR`` writes ``OUT_DIR/<source>.png``
 (the pictures in docs/labels/). Each row is one clip: waveform (grey, right axis), frame
 energy in dB (blue), the clip's threshold (dashed) and the labels (orange band).
 """

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio
-from .errors import InvalidInputError
+from ..audio import load_audio
+from ..errors import InvalidInputError
 from .evaluate import read_manifest, segments_to_labels
 from .labels import HOP, frame_labels
 

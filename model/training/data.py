@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..errors import InvalidInputError
 from . import augment
-from .errors import InvalidInputError
 from .labels import HOP, mark_buried
 
 logger = logging.getLogger("vadnet")

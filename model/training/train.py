@@ -28,18 +28,18 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
-from .checkpoint import (
+from ..checkpoint import (
     bundled_path,
     load_model,
     read_checkpoint,
     save_checkpoint,
     weights_version,
 )
+from ..errors import InvalidInputError
+from ..network import ModelConfig, VadNet
 from .data import MixConfig, Mixer, batch_loader, fixed_blocks
-from .errors import InvalidInputError
 from .grow import append_b_layers, check_dilations
 from .metrics import frame_metrics
-from .network import ModelConfig, VadNet
 from .replay import HardExampleReplay
 
 logger = logging.getLogger("vadnet")
@@ -122,7 +122,7 @@ class TrainConfig:
     # late as Silero's. Both terms at once (v37) behaved like plain mining alone.
     far_negative_fraction: float = 0.0
     far_negative_margin_ms: float = 250.0
-    # Hard-example replay (model/replay.py): from each batch the ``replay_fraction`` of its
+    # Hard-example replay (model/training/replay.py): from each batch the ``replay_fraction`` of its
     # fresh mixtures whose frames more than ``far_negative_margin_ms`` from speech the model
     # likes most are kept (the newest ``replay_buffer``, 256 x 6 s = 98 MB), and make up
     # ``replay_fraction`` of each later batch. Why: v36's remaining false alarms on
@@ -135,7 +135,7 @@ class TrainConfig:
     replay_fraction: float = 0.0
     replay_buffer: int = 256
     # B layers (their dilations) appended to the init checkpoint before training
-    # (model/grow.py). The bundled stage 2 grows dilations 32, 64 and 128 (8 s of context):
+    # (model/training/grow.py). The bundled stage 2 grows dilations 32, 64 and 128 (8 s of context):
     # each doubling so far cut music false alarms at the same dev recall (docs/model.md).
     grow_b_dilations: tuple[int, ...] = ()
     resume: bool = True

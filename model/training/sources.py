@@ -6,7 +6,7 @@ Layout of ``cache_dir`` (the training mixer reads exactly this):
 * ``speech.json`` ``{"clips": [{"offset", "length" (samples), "source", "speaker", "lang",
   "wideband", "split" ("train" | "dev"), "path" (original file and member),
   "labels_offset", "labels_length"}, ...]}``;
-* ``speech_labels.u8`` uint8 frame labels (:func:`vadnet.model.labels.frame_labels` of each
+* ``speech_labels.u8`` uint8 frame labels (:func:`vadnet.model.training.labels.frame_labels` of each
   clip at hop 256), concatenated;
 * ``noise.pcm16`` / ``noise.json``: the same clip fields without labels, plus ``"kind"``
   (``"music" | "sfx" | "ambient"``);
@@ -34,7 +34,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .labels import HOP, frame_energy_db, frame_labels, speech_band
 from .sources_catalog import SourceItem, real_items
 from .sources_synth import render, synth_specs

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 # Variants of espeak-ng ("!v" folder) and languages held out for dev: their voices are
 # never heard in training (speaker split, see docs/data.md).

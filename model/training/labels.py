@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 HOP = 256  # samples at 16 kHz, the model's frame hop (16 ms)
 

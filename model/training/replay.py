@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 
 class HardExampleReplay:

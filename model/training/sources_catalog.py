@@ -92,7 +92,7 @@ MEGAGLEST_NOT_HUMAN = frozenset(
 MEGAGLEST_DEV_FACTIONS = frozenset({"magic"})
 # Noise: dev holds whole sources, music and non-music.
 NOISE_DEV_SOURCES = frozenset({"frozen-bubble", "0ad-resource", "wz-sfx"})
-# Noise files an independent VAD (model/sources_vet.py) heard speech in and whose
+# Noise files an independent VAD (model/training/sources_vet.py) heard speech in and whose
 # spectrogram shows a voice (formant glides) or chanting: not safe as "non-speech".
 NOISE_DROP = (
     "weapons/suicide.ogg",  # warmux: a voice line
@@ -118,7 +118,7 @@ class SourceItem:
         return asdict(self)
 
 
-# Single files that an independent VAD (model/sources_vet.py) hears no speech in and whose
+# Single files that an independent VAD (model/training/sources_vet.py) hears no speech in and whose
 # spectrogram shows a cry, a laugh or breath noise rather than words.
 SPEECH_DROP = (
     "greek/civ/civ_male_attack_10.ogg",  # war cry

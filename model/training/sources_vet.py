@@ -1,6 +1,6 @@
 """Second opinion on the cache: where does an independent VAD (Silero) hear speech?
 
-``python -m vadnet.model.sources_vet CACHE_DIR [--kind noise|speech]`` prints, per source,
+``python -m vadnet.model.training.sources_vet CACHE_DIR [--kind noise|speech]`` prints, per source,
 the share of time Silero calls speech, then the clips that disagree most with our labels
 (noise clips with speech in them, speech clips with little). It flags files to look at and
 listen to; it does not decide (Silero is not ground truth, and it needs the optional

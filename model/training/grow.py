@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import torch
 
-from .errors import InvalidInputError
-from .network import VadNet
+from ..errors import InvalidInputError
+from ..network import VadNet
 
 # A new layer's norm scale. 0 would be the exact init function, but the layer would never
 # learn: its ReLU sees exactly 0 and passes no gradient. 1e-3 keeps the grown net within
