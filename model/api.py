@@ -21,7 +21,7 @@ import functools
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +34,6 @@ from .inputs import AudioInput, Samples, mono_samples, segmenter_options, to_aud
 from .network import VadNet
 from .segmenter import Segment, SegmenterOptions, SpeechEvent, StreamingSegmenter, segment_probs
 from .streaming import StreamBank
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 __all__ = ["VADIterator", "detect", "load_model", "probabilities"]
 
@@ -133,6 +130,10 @@ class VADIterator:
     One iterator is one stream; use it from one thread at a time (iterators of the same
     model share a bank of stream states, which is thread-safe). ``close()`` (or ``with``)
     frees its slot now; otherwise that happens when it is garbage collected.
+
+    A chunk's step is a few small ops: extra torch threads do not speed it up, and on a busy
+    machine they spin against other work (calls 100x slower were seen on 2 shared cores);
+    ``torch.set_num_threads(1)`` is what a streaming process wants, as ``vadnet detect`` uses.
     """
 
     def __init__(
@@ -151,7 +152,7 @@ class VADIterator:
         self._bank = _bank_for(self.model)
         self._slot = self._bank.open()
         # Frees the slot when the iterator goes away; holds the bank, not the iterator.
-        self._release: Callable[[], Any] = weakref.finalize(self, self._bank.close, self._slot)
+        self._release = weakref.finalize(self, self._bank.close, self._slot)
         self.num_samples = 0  # input samples fed so far, at sample_rate
         self._finished = False
 

@@ -43,13 +43,6 @@ AudioInput: TypeAlias = "str | os.PathLike[str] | bytes | np.ndarray | torch.Ten
 #: One chunk of a stream: samples at the stream's rate.
 Samples: TypeAlias = "np.ndarray | torch.Tensor"
 
-_FILE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview)
-
-
-def is_encoded_file(audio: object) -> bool:
-    """Whether ``audio`` is a path or an encoded file's bytes (not samples)."""
-    return isinstance(audio, _FILE_TYPES)
-
 
 def is_samples(audio: object) -> bool:
     """Whether ``audio`` is a numpy array or a torch tensor (of samples)."""

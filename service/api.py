@@ -28,6 +28,7 @@ import contextlib
 import io
 import itertools
 import math
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -48,7 +49,6 @@ from vadnet.model.errors import (
 from vadnet.model.inputs import (
     AudioInput,
     Samples,
-    is_encoded_file,
     is_samples,
     mono_samples,
     reject_rate_for_file,
@@ -80,8 +80,8 @@ def _vadnet_errors() -> Iterator[None]:
         yield
     except grpc.RpcError as e:
         code = e.code() if callable(getattr(e, "code", None)) else None
-        error = _ERRORS.get(code)
-        if error is None:
+        error = _ERRORS.get(code) if code is not None else None
+        if code is None or error is None:
             raise
         raise error(e.details() or code.name) from e
 
@@ -98,11 +98,12 @@ def _segmenter_dict(options: SegmenterOptions | dict | None, knobs: dict) -> dic
 
 def _file_bytes(audio: AudioInput, sample_rate: int | None) -> bytes:
     """What a Detect request carries: a file's bytes, or samples as a float WAV (exact)."""
-    if is_encoded_file(audio):
+    if isinstance(audio, bytes | bytearray | memoryview):
         reject_rate_for_file(sample_rate)
-        if isinstance(audio, bytes | bytearray | memoryview):
-            return bytes(audio)
-        path = Path(audio)  # type: ignore[arg-type]
+        return bytes(audio)
+    if isinstance(audio, str | os.PathLike):
+        reject_rate_for_file(sample_rate)
+        path = Path(audio)
         try:
             return path.read_bytes()
         except OSError as e:
@@ -147,9 +148,9 @@ def _whole_input(
 ) -> tuple[Iterable[Chunk] | AsyncIterable[Chunk] | str | Path, int | None]:
     """A path stays a path (VadClient reads and sends it); whole samples are cut into
     ``chunk_ms`` chunks; anything else must be an iterable of chunks."""
-    if isinstance(audio, str | Path):
+    if isinstance(audio, str | os.PathLike):
         reject_rate_for_file(sample_rate)
-        return audio, None
+        return Path(audio), None
     if isinstance(audio, bytes | bytearray | memoryview):
         raise InvalidInputError(
             "stream() takes a path, samples, or an iterable of chunks, not a whole file's"
@@ -269,7 +270,12 @@ class Client(_Connection):
         else:
             enc, chunks = _chunk_bytes(source, encoding)  # type: ignore[arg-type]
             responses = self.client.stream(
-                chunks, rate, enc, segmenter=seg, realtime=realtime, timeout=timeout
+                chunks,
+                sample_rate_hz=rate,
+                encoding=enc,
+                segmenter=seg,
+                realtime=realtime,
+                timeout=timeout,
             )
         with _vadnet_errors():
             for resp in responses:
@@ -358,7 +364,12 @@ class AsyncClient(_Connection):
             chunks = _aiter_chunks(source, encoding)
             enc = await anext(chunks)  # the first item is the encoding, checked eagerly
             responses = self.client.stream(
-                chunks, rate, enc, segmenter=seg, realtime=realtime, timeout=timeout
+                chunks,
+                sample_rate_hz=rate,
+                encoding=enc,
+                segmenter=seg,
+                realtime=realtime,
+                timeout=timeout,
             )
         with _vadnet_errors():
             async for resp in responses:
