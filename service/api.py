@@ -260,23 +260,18 @@ class Client(_Connection):
 
         The events pair up into the segments :meth:`detect` gives for the same audio.
         """
-        seg = _segmenter_dict(options, knobs)
+        kw: dict[str, Any] = {
+            "segmenter": _segmenter_dict(options, knobs),
+            "realtime": realtime,
+            "timeout": timeout,
+        }
         hop_s = self._hop()
         source, rate = _whole_input(audio, sample_rate, chunk_ms)
         if isinstance(source, str | Path):
-            responses = self.client.stream(
-                source, chunk_ms=chunk_ms, segmenter=seg, realtime=realtime, timeout=timeout
-            )
+            responses = self.client.stream(source, chunk_ms=chunk_ms, **kw)
         else:
             enc, chunks = _chunk_bytes(source, encoding)  # type: ignore[arg-type]
-            responses = self.client.stream(
-                chunks,
-                sample_rate_hz=rate,
-                encoding=enc,
-                segmenter=seg,
-                realtime=realtime,
-                timeout=timeout,
-            )
+            responses = self.client.stream(chunks, sample_rate_hz=rate, encoding=enc, **kw)
         with _vadnet_errors():
             for resp in responses:
                 yield from _events(resp, hop_s)
@@ -353,24 +348,19 @@ class AsyncClient(_Connection):
         **knobs: Any,
     ) -> AsyncIterator[SpeechEvent]:
         """See :meth:`Client.stream`; ``audio`` may also be an async iterable of chunks."""
-        seg = _segmenter_dict(options, knobs)
+        kw: dict[str, Any] = {
+            "segmenter": _segmenter_dict(options, knobs),
+            "realtime": realtime,
+            "timeout": timeout,
+        }
         hop_s = await self._hop()
         source, rate = _whole_input(audio, sample_rate, chunk_ms)
         if isinstance(source, str | Path):
-            responses = self.client.stream(
-                source, chunk_ms=chunk_ms, segmenter=seg, realtime=realtime, timeout=timeout
-            )
+            responses = self.client.stream(source, chunk_ms=chunk_ms, **kw)
         else:
             chunks = _aiter_chunks(source, encoding)
             enc = await anext(chunks)  # the first item is the encoding, checked eagerly
-            responses = self.client.stream(
-                chunks,
-                sample_rate_hz=rate,
-                encoding=enc,
-                segmenter=seg,
-                realtime=realtime,
-                timeout=timeout,
-            )
+            responses = self.client.stream(chunks, sample_rate_hz=rate, encoding=enc, **kw)
         with _vadnet_errors():
             async for resp in responses:
                 for event in _events(resp, hop_s):
