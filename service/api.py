@@ -135,7 +135,7 @@ def _chunk_converter(first: Chunk, encoding: str | None) -> tuple[str, Callable[
                 "raw byte chunks need encoding= (LINEAR16, FLOAT32, MULAW or ALAW);"
                 " numpy/torch chunks need none"
             )
-        return encoding, bytes
+        return encoding.upper(), bytes
     if encoding not in (None, "FLOAT32"):
         raise InvalidInputError(
             f"encoding={encoding!r} is for raw byte chunks; sample chunks are sent as FLOAT32"
@@ -148,6 +148,8 @@ def _whole_input(
 ) -> tuple[Iterable[Chunk] | AsyncIterable[Chunk] | str | Path, int | None]:
     """A path stays a path (VadClient reads and sends it); whole samples are cut into
     ``chunk_ms`` chunks; anything else must be an iterable of chunks."""
+    if not (isinstance(chunk_ms, int | float) and 0 < chunk_ms < math.inf):
+        raise InvalidInputError(f"chunk_ms must be a positive number of ms, got {chunk_ms!r}")
     if isinstance(audio, str | os.PathLike):
         reject_rate_for_file(sample_rate)
         return Path(audio), None

@@ -82,7 +82,7 @@ def test_client_stream_events_pair_into_local_segments(port):
         assert _pairs(list(client.stream(iter(chunks), rate))) == expected  # random sizes
         assert _pairs(list(client.stream(x, rate, chunk_ms=100))) == expected  # whole array
         raw = [pcm[i : i + 1600].tobytes() for i in range(0, pcm.size, 1600)]
-        assert _pairs(list(client.stream(raw, rate, encoding="LINEAR16"))) == vadnet.detect(
+        assert _pairs(list(client.stream(raw, rate, encoding="linear16"))) == vadnet.detect(
             pcm, rate
         )
         events = list(client.stream(DATA / "speech_en.wav", min_silence_duration_ms=2000))
@@ -106,6 +106,8 @@ def test_client_health_model_info_and_errors(port):
             list(client.stream([b"\x00\x00" * 160], 16000))
         with pytest.raises(vadnet.InvalidInputError, match="not a whole file"):
             list(client.stream(b"RIFF....", None))
+        with pytest.raises(vadnet.InvalidInputError, match="chunk_ms"):
+            list(client.stream(np.zeros(1600, np.float32), chunk_ms=0))
         with pytest.raises(vadnet.InvalidInputError, match="cannot read audio file"):
             client.detect(DATA / "missing.wav")
         with pytest.raises(vadnet.InvalidInputError, match="file or its bytes"):
