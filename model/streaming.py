@@ -15,7 +15,7 @@ Why B's caches are rings: a kernel-3 layer of dilation ``d`` caches ``2 d`` colu
 reads only ``2 n`` of them when a stream moves ``n`` frames (a 100 ms chunk is ~6 frames;
 ``d`` goes up to 128). Shifting a linear cache copies all ``2 d`` columns on every call, so
 the cost per chunk grew with the context: with 4 s of it (``--grow-b 32 64``) a 100 ms
-chunk cost 2.4-3.1 times what it cost with 1 s (bench/results/stream_step.md). A ring is
+chunk cost 2.4-3.1 times what it cost with 1 s (docs/experiments.md, "Server"). A ring is
 read at the ``2 n`` columns a call needs and written at the ``n`` new ones, whatever ``d``
 is: 1.2 times.
 
