@@ -136,15 +136,21 @@ _RUNNERS: weakref.WeakKeyDictionary[VadNet, tuple[tuple, WholeInputVAD]] = (
 _RUNNERS_LOCK = threading.Lock()
 
 
-def runner_for(model: VadNet, chunk_s: float = CHUNK_S) -> WholeInputVAD:
-    """The cached :class:`WholeInputVAD` of ``model``, on the model's device."""
+def weights_key(model: VadNet) -> tuple:
+    """Changes whenever ``model``'s weights or device do: a cache of something built from
+    the weights (a folded copy) is stale when its key differs."""
     params = list(model.parameters()) + list(model.buffers())
     # torch bumps a tensor's _version on every in-place write (optimizer steps included).
-    key = (str(params[0].device), float(chunk_s), tuple(t._version for t in params))
+    return (str(params[0].device), tuple(t._version for t in params))
+
+
+def runner_for(model: VadNet, chunk_s: float = CHUNK_S) -> WholeInputVAD:
+    """The cached :class:`WholeInputVAD` of ``model``, on the model's device."""
+    key = (weights_key(model), float(chunk_s))
     with _RUNNERS_LOCK:
         cached = _RUNNERS.get(model)
         if cached is None or cached[0] != key:
-            cached = (key, WholeInputVAD(model, params[0].device, chunk_s))
+            cached = (key, WholeInputVAD(model, next(model.parameters()).device, chunk_s))
             _RUNNERS[model] = cached
         return cached[1]
 
