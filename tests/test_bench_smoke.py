@@ -81,6 +81,12 @@ def test_compare_quick_run_reports_every_system(tmp_path, data_dir):
     # The streaming pass reproduces the offline one (StreamBank is exact).
     assert res["vadnet_streaming"]["max_abs_diff_vs_offline"] < 1e-4
     assert res["vadnet_streaming"]["state_bytes_per_stream"] > 0
+    # The paths users run, each beside Silero's, with their ratios.
+    user = res["user_paths"]
+    assert {r["path"] for r in user["rows"]} == {"file", "stream", "onnx"}
+    assert all(r["xrt"] > 0 for r in user["rows"]) and len(user["rows"]) == 8
+    assert all(res["ratios"][k] > 0 for k in user["ratios"])
+    assert "| file | vadnet.detect(path) |" in proc.stdout
     # the Markdown report beside the JSON is the printed one
     assert (tmp_path / "compare.md").read_text() == proc.stdout
 
