@@ -40,12 +40,15 @@ def test_quick_cpu_run_writes_report_and_json(tmp_path):
     assert bank["streams"] == 8 and bank["boundaries_moved"] == 0
     assert bank["max_abs_diff_vs_offline"] <= 1e-4
 
-    # Model throughput: every batch size timed, offline speed measured.
+    # Model throughput: each batch size timed, or skipped when the section's time ran out
+    # (on a loaded 2-core machine); the smallest always runs; offline speed measured.
     rows = r["model"]["bank"]
     assert [row["streams"] for row in rows] == [1, 16, 64]
-    assert all(row["us_per_chunk"] > 0 and row["step_us_per_chunk"] > 0 for row in rows)
-    assert all(row["state_bytes_per_stream"] > 0 for row in rows)
-    assert {row["path"] for row in r["model"]["offline"]} == {"frame_probs", "forward"}
+    timed = [row for row in rows if row.get("skipped") != "time"]
+    assert timed and timed[0]["streams"] == 1
+    assert all(row["us_per_chunk"] > 0 and row["step_us_per_chunk"] > 0 for row in timed)
+    assert all(row["state_bytes_per_stream"] > 0 for row in timed)
+    assert r["model"]["offline"][0]["path"] == "frame_probs"
     assert all(row["x_realtime"] > 0 for row in r["model"]["offline"])
 
     # The server ramp: real levels with latency, CPU on both sides and batch sizes.

@@ -285,8 +285,10 @@ def run_setup(setup: Setup, plan: Plan, deadline: float, log: Path) -> dict:
     start = min(plan.max_streams, plan.start * setup.workers)  # start: per process
     good, bad, n = 0, None, start
     try:
-        while n and time.perf_counter() + level_cost < deadline:
-            timeout = max(level_cost, min(3 * level_cost, deadline - time.perf_counter()))
+        # At least one level, however late: a setup that was started is measured.
+        while n and (not result["levels"] or time.perf_counter() + level_cost < deadline):
+            # A level that hangs may run 10 s past the deadline, never more than 2 levels' time.
+            timeout = max(level_cost, min(2 * level_cost, deadline + 10 - time.perf_counter()))
             level = run_level(n, plan, port, proc.pid, metrics, timeout)
             result["levels"].append(level)
             if level["ok"]:
