@@ -70,8 +70,10 @@ def _parity(p: dict) -> list[str]:
             if moved is None:
                 moved = sum(sum(m.values()) for m in f.get("boundaries_moved", {}).values())
             files = f.get("files", [])
+            strict = f.get("max_abs_diff_tf32_off")
+            tf32 = "" if strict is None else f"; with cuDNN's TF32 off {strict:.2e}"
             rows.append([key, f["compared_with"], f"{f['max_abs_diff']:.2e}", str(moved),
-                         f"{len(files)} files (test files + a 60 s mixture), default and rich segmenter options"])  # fmt: skip
+                         f"{len(files)} files (test files + a 60 s mixture), default and rich segmenter options{tf32}"])  # fmt: skip
     lines += _table(["check", "against", "max abs diff", "boundaries moved", "what"], rows)
     failed = [t for t in tests if t["outcome"] in ("failed", "error")]
     skipped = [t for t in tests if t["outcome"] == "skipped"]
