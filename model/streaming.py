@@ -40,7 +40,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from .errors import InvalidInputError
-from .network import LayerB, VadNet, fold_batchnorm
+from .network import LayerB, VadNet, exact_float32_on, fold_batchnorm
 
 logger = logging.getLogger("vadnet")
 
@@ -429,6 +429,7 @@ def _prepared(model: VadNet, device: torch.device, trace: bool) -> tuple[VadNet,
         key = (str(device), trace)
         cached = per_model.get(key)
         if cached is None or cached[0] != weights:
+            exact_float32_on(device)
             folded = fold_batchnorm(model).to(device).eval()
             step = _traced_step(folded, device) if trace else _BankStep(folded)
             cached = per_model[key] = (weights, folded, step)
