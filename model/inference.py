@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
-from .network import VadNet, fold_batchnorm
+from .network import VadNet, exact_float32_on, fold_batchnorm
 
 CHUNK_S = 60.0  # frames yielded per slice, in seconds (see the module docstring)
 
@@ -67,6 +67,7 @@ class WholeInputVAD:
                 f"chunk_s must be a positive number of seconds, got {chunk_s!r}"
             )
         self.device = torch.device(device)
+        exact_float32_on(self.device)
         # BatchNorm folded once: the same function in fewer ops per pass.
         self.model = fold_batchnorm(model).to(self.device).eval()
         self._dtype = next(self.model.parameters()).dtype
