@@ -67,6 +67,7 @@ def test_any_rate_is_resampled_and_unreadable_files_are_listed(folders):
     paths = [c["path"] for c in noise.clips]
     assert [p.rsplit("/", 1)[1] for p in paths] == ["pink.wav", "pink_5k.wav"]
     assert noise.audio[1].size == 2 * 16000  # 2 s at 5 kHz -> 2 s at 16 kHz
+    assert [c["rate_hz"] for c in noise.clips] == [16000, 5000]
     skipped = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in noise.skipped}
     assert set(skipped) == {"broken.wav", "empty.wav"}
     assert "not a supported audio file" in skipped["broken.wav"]

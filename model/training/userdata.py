@@ -68,8 +68,9 @@ def _audio_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_any_rate(path: Path) -> np.ndarray:
-    """A file's samples as (n,) float32 mono at 16 kHz, from any rate soundfile reads.
+def read_any_rate(path: Path) -> tuple[np.ndarray, int]:
+    """A file's samples as (n,) float32 mono at 16 kHz, from any rate soundfile reads,
+    and the file's own rate.
 
     Rates serving accepts (8-48 kHz) go through the same resampler as ``vadnet detect``;
     others (a 5 kHz background, a 96 kHz recording) through soxr directly: for training
@@ -81,20 +82,20 @@ def read_any_rate(path: Path) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise InvalidInputError(f"{path} contains NaN/Inf samples")
     if MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        return resample_to_model_rate(x, rate)
-    logger.info("%s: resampling %s Hz to %s Hz", path, rate, SR)
-    return soxr.resample(x, rate, SR, quality="HQ").astype(np.float32)
+        return resample_to_model_rate(x, rate), rate
+    logger.debug("%s: resampling %s Hz to %s Hz", path, rate, SR)
+    return soxr.resample(x, rate, SR, quality="HQ").astype(np.float32), rate
 
 
-def _read_or_skip(path: Path, skipped: list[dict]) -> np.ndarray | None:
-    """``read_any_rate``, or None after a warning and an entry in ``skipped``."""
+def _read_or_skip(path: Path, skipped: list[dict]) -> tuple[np.ndarray, int] | tuple[None, None]:
+    """``read_any_rate``, or Nones after a warning and an entry in ``skipped``."""
     try:
         return read_any_rate(path)
     except (InvalidInputError, OSError, RuntimeError, ValueError) as e:
         # soundfile, soxr and librosa raise these for broken files; a long run goes on.
         logger.warning("skipping %s: %s", path, e)
         skipped.append({"path": str(path), "reason": str(e)})
-        return None
+        return None, None
 
 
 def _split_of(group: str, dev_fraction: float) -> str:
@@ -111,7 +112,7 @@ def folder_clips(folder: str | Path, kind: str, dev_fraction: float = 0.1) -> Me
     for p in _audio_files(folder):
         rel = p.relative_to(folder)
         group = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        x = _read_or_skip(p, out.skipped)
+        x, rate = _read_or_skip(p, out.skipped)
         if x is None:
             continue
         out.audio.append(x)
@@ -124,13 +125,15 @@ def folder_clips(folder: str | Path, kind: str, dev_fraction: float = 0.1) -> Me
                 "speaker": group,
                 "split": _split_of(group, dev_fraction),
                 "path": str(p),
+                "rate_hz": rate,
             }
         )
     _check_any_left(out, folder)
     _ensure_both_splits(out)
+    odd = sum(not MIN_RATE_HZ <= c["rate_hz"] <= MAX_RATE_HZ for c in out.clips)
     logger.info(
-        "%s: %s %s files, %.1f s, %s skipped",
-        folder, len(out.clips), kind, out.seconds(), len(out.skipped),
+        "%s: %s %s files, %.1f s (%s of them resampled from rates outside %s-%s Hz), %s skipped",
+        folder, len(out.clips), kind, out.seconds(), odd, MIN_RATE_HZ, MAX_RATE_HZ, len(out.skipped),
     )  # fmt: skip
     return out
 
@@ -157,7 +160,7 @@ def manifest_clips(path: str | Path, dev_fraction: float = 0.1) -> MemoryClips:
     out = MemoryClips()
     for entry in read_manifest(path):
         p = entry.path
-        x = _read_or_skip(p, out.skipped)
+        x, rate = _read_or_skip(p, out.skipped)
         if x is None:
             continue
         out.audio.append(x)
@@ -168,6 +171,7 @@ def manifest_clips(path: str | Path, dev_fraction: float = 0.1) -> MemoryClips:
                 "speaker": p.stem,
                 "split": _split_of(p.name, dev_fraction),
                 "path": str(p),
+                "rate_hz": rate,
             }
         )
     _check_any_left(out, path)
