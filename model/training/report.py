@@ -32,11 +32,11 @@ def log_skipped(skipped: list[dict]) -> None:
     )
 
 
-def calibration_lines(cal: dict) -> list[str]:
-    """What calibration did, for the log and the report."""
+def calibration_lines(cal: dict, before: dict, after: dict) -> list[str]:
+    """What calibration did (``train.calibrate``'s dict), and the dev metrics at 0.5
+    ``before`` and ``after`` it, for the log and the report."""
     cap = cal["max_false_alarm"]
     among = f" among those with at most {_pct(cap)} false alarms on speech-free dev audio"
-    after, before = cal["dev_at_0_5"], cal["dev_before_calibration"]
     return [
         f"calibration: over {cal['examples']:,} dev mixtures, the threshold with the best F1"
         f"{among if cap else ''} was {cal['dev_f1_threshold_before']:.3f}; it is now 0.5"
@@ -92,7 +92,8 @@ def reference_warning(worse: list[str]) -> str:
 
 def finish_report(path: Path, summary: dict) -> None:
     """Write ``report.md`` and log its gist. ``summary``: out, data (lines), dev_examples,
-    skipped, history, calibration, reference (or None), warnings."""
+    skipped, history, calibration, dev_before_calibration, dev (after it), reference (or
+    None), warnings."""
     lines = [f"# Training run {summary['out']}", "", "## Data", ""]
     lines += [f"- training mixtures: {note}" for note in summary["data"]]
     lines += [f"- dev set: {summary['dev_examples']} mixtures of the dev split", ""]
@@ -102,7 +103,10 @@ def finish_report(path: Path, summary: dict) -> None:
     lines += ["", "## Dev set per epoch (epoch 0: the starting model)", ""]
     lines += _epoch_rows(summary["history"])
     lines += ["", "## Calibration", ""]
-    lines += [f"- {line}" for line in calibration_lines(summary["calibration"])]
+    calibration = calibration_lines(
+        summary["calibration"], summary["dev_before_calibration"], summary["dev"]
+    )
+    lines += [f"- {line}" for line in calibration]
     lines += ["", "## General reference set", ""]
     ref = summary["reference"]
     lines += _reference_rows(ref) if ref else ["not scored: the reference set is missing"]
@@ -110,7 +114,7 @@ def finish_report(path: Path, summary: dict) -> None:
     lines += [f"- {w}" for w in summary["warnings"]] or ["none"]
     path.write_text("\n".join(lines) + "\n")
 
-    for line in calibration_lines(summary["calibration"]):
+    for line in calibration:
         logger.info("%s", line)
     if ref:
         a, b = ref["start"], ref["final"]

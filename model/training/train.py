@@ -591,8 +591,6 @@ def train(cfg: TrainConfig | dict) -> Path:
     free = ~(dev[1] > 0.5).any(axis=1)
     calibration.update(
         examples=calibration_count,
-        dev_before_calibration=before,
-        dev_at_0_5=after,
         speech_free_false_alarm=float((dev_probs[free] >= 0.5).mean()) if free.any() else math.nan,
     )
     final = out / "vadnet.pt"
@@ -617,8 +615,7 @@ def train(cfg: TrainConfig | dict) -> Path:
     )
     finish_report(
         out / "report.md",
-        {"out": str(out), "dev_examples": len(dev[0]), "history": history,
-         "calibration": calibration, **report},
+        {"out": str(out), "dev_examples": len(dev[0]), "history": history, **summary, **report},
     )  # fmt: skip
     logger.info("final: dev AUC %.4f, F1@0.5 %.4f -> %s", after["auc"], after["f1"], final)
     return final
