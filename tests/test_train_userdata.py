@@ -162,6 +162,27 @@ def test_user_data_is_mixed_with_the_recipe_when_the_cache_is_there(tmp_path, fo
         TrainConfig(**cfg, user_share=0.0)
 
 
+def test_warnings_on_the_runs_own_dev_set():
+    from vadnet.model.training.train import _dev_warnings
+
+    def dev(auc, miss):
+        return {"auc": auc, "miss_rate": miss}
+
+    history = [{"epoch": e, "dev": dev(a, 0.1)} for e, a in ((0, 0.98), (1, 0.97), (2, 0.975))]
+    cal = {"dev_f1_threshold_before": 0.6, "max_false_alarm": 0.005}
+    assert _dev_warnings(history[:1] + [{"epoch": 1, "dev": dev(0.99, 0.1)}], cal,
+                         dev(0.99, 0.1), dev(0.99, 0.15)) == []  # fmt: skip
+    (no_gain,) = _dev_warnings(history, cal, dev(0.97, 0.1), dev(0.97, 0.15))
+    assert "did not beat the starting model" in no_gain and "0.9800" in no_gain
+    # the demo2_mixed case: the cap put 0.5 at P = 0.989, dev miss 11.8 % -> 43.6 %
+    costly = _dev_warnings(history, {**cal, "dev_f1_threshold_before": 0.989},
+                           dev(0.98, 0.118), dev(0.98, 0.436))[1]  # fmt: skip
+    assert "from 11.8 % to 43.6 %" in costly and "--calibration-max-fa" in costly
+    capped = _dev_warnings(history, {**cal, "dev_f1_threshold_before": 0.99},
+                           dev(0.98, 0.1), dev(0.98, 0.9))[1]  # fmt: skip
+    assert "no threshold that meets the false-alarm cap" in capped
+
+
 def test_reference_set_is_shipped_and_built_deterministically(tmp_path, cache, model):
     ref = reference.load()
     assert ref.audio.shape == (48, 96000) and ref.audio.dtype == np.int16
