@@ -130,6 +130,10 @@ def test_cli_fine_tune_goes_on_past_bad_files_and_reports(tmp_path, folders, cap
     assert "Skipped files: 2:" in report and "broken.wav" in report
     assert f"| start | {ref['start']['auc']:.3f} |" in report
     assert f"| final (vadnet.pt) | {ref['final']['auc']:.3f} |" in report
+    d_auc = ref["final"]["auc"] - ref["start"]["auc"]
+    assert (
+        f"| change ± 2 paired SE | {d_auc:+.3f} ± {2 * ref['paired_errors']['auc']:.3f} |" in report
+    )
     for w in metrics["warnings"]:
         assert w in report
     assert bool(ref["worse"]) == any("general reference set" in w for w in metrics["warnings"])

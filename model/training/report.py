@@ -77,6 +77,23 @@ def _reference_rows(ref: dict) -> list[str]:
             f"| {name} | {_num(m['auc'])} | {_num(m['f1'])} | {_pct(m['miss_rate'])}"
             f" | {_pct(m['false_alarm_rate'])} |"
         )
+    a, b, se = ref["start"], ref["final"], ref["paired_errors"]
+
+    def change(key: str, scale: float, fmt: str) -> str:
+        return f"{scale * (b[key] - a[key]):+{fmt}} ± {2 * scale * se[key]:{fmt}}"
+
+    rows.append(
+        f"| change ± 2 paired SE | {change('auc', 1, '.3f')} | | {change('miss_rate', 100, '.1f')}"
+        f" | {change('false_alarm_rate', 100, '.1f')} |"
+    )
+    margins = ref["margins"]
+    rows += [
+        "",
+        f"A warning is given when a change is worse than both its 2 SE and a margin (AUC"
+        f" -{margins['auc']}, miss +{100 * margins['miss_rate']:.0f} points, false alarms"
+        f" +{100 * margins['false_alarm_rate']:.0f} point); a smaller change may be the luck of"
+        " a few mixtures.",
+    ]
     return rows
 
 
