@@ -75,7 +75,7 @@ class SegmenterOptions:
     max_speech_duration_s: float = float("inf")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> SegmenterOptions:
+    def from_dict(cls, d: SegmenterOptions | dict | None) -> SegmenterOptions:
         """Options from a dict (missing or None values take the defaults); unknown keys
         and bad values raise InvalidInputError."""
         if d is None:
