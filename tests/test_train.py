@@ -43,6 +43,7 @@ def run(tmp, user_data, **kw):
         "out_dir": str(tmp),
         "speech_dir": str(user_data / "speech"),
         "noise_dir": str(user_data / "noise"),
+        "cache_dir": str(tmp.parent / "no-cache"),  # hermetic: never a developer's cache
         "init": "scratch",
         "model": TINY,
         "epochs": 2,
@@ -66,7 +67,7 @@ def test_training_writes_everything_and_is_deterministic(tmp_path, user_data):
     for name in ("vadnet.pt", "last.pt", "best.pt", "metrics.json", "curves.png"):
         assert (tmp_path / "a" / name).exists(), name
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert len(metrics["history"]) == 2
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]  # 0: before training
     assert {"auc", "f1", "miss_rate", "false_alarm_rate"} <= set(metrics["history"][-1]["dev"])
     assert "calibration" in metrics and metrics["calibration"]["examples"] == 12
     model = load_model(final)  # the checkpoint carries its config
@@ -84,6 +85,10 @@ def test_resume_continues_exactly(tmp_path, user_data):
     resumed = run(tmp_path / "r", user_data)
     for k, v in weights(straight).items():
         assert torch.equal(v, weights(resumed)[k]), k
+    # epoch 0 travels in last.pt: the resumed run reports it once, as a straight one does
+    history = [json.loads((tmp_path / d / "metrics.json").read_text())["history"] for d in "sr"]
+    assert [h["epoch"] for h in history[1]] == [0, 1, 2]
+    assert history[0][0]["dev"] == history[1][0]["dev"]
 
 
 def test_replay_runs_keeps_its_buffer_and_resumes_exactly(tmp_path, user_data):
@@ -175,7 +180,8 @@ def test_training_with_buried_speech_left_out_of_the_loss(tmp_path, user_data):
     still learns: finite losses, dev scored on the untouched labels."""
     final = run(tmp_path / "b", user_data, mix={"example_s": 2.0, "buried_snr_db": 10.0})
     history = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
-    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["dev_loss"]) for h in history)
+    assert history[0]["train_loss"] is None  # epoch 0: the starting model, no step yet
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["dev_loss"]) for h in history[1:])
     cfg = json.loads(read_checkpoint(final)["train_config"])
     assert cfg["mix"]["buried_snr_db"] == 10.0
     from vadnet.model.training.labels import IGNORE

@@ -232,6 +232,21 @@ class Mixer:
         return np.clip(x, -1.0, 1.0).astype(np.float32), y
 
 
+class ShareMixer:
+    """Each example from ``first`` with probability ``share``, else from ``second``: a
+    fine-tune on users' data that keeps seeing the bundled recipe's mixtures. Same
+    ``example(rng)`` contract as ``Mixer``; one draw of ``rng`` picks the side, so an
+    example stays a pure function of the batch's seed."""
+
+    def __init__(self, first, second, share: float) -> None:
+        if not 0.0 < share <= 1.0:
+            raise InvalidInputError(f"share must be in (0, 1], got {share}")
+        self.first, self.second, self.share = first, second, share
+
+    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return (self.first if rng.random() < self.share else self.second).example(rng)
+
+
 def _synthetic(source: str) -> bool:
     return any(e in source for e in SYNTHETIC_ENGINES)
 
