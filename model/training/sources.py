@@ -36,6 +36,7 @@ import soxr
 
 from ..errors import InvalidInputError
 from .labels import HOP, frame_energy_db, frame_labels, speech_band
+from .rcc import rcc_files
 from .sources_catalog import SourceItem, real_items
 from .sources_synth import render, synth_specs
 
@@ -57,6 +58,7 @@ WIDEBAND_MIN_RATE = 16_000
 # ---------------------------------------------------------------------------- decoding
 
 _ZIPS: dict[str, zipfile.ZipFile] = {}
+_BUNDLES: dict[str, dict[str, bytes]] = {}  # Qt resource bundles (gcompris), read whole once
 
 
 def _read(item: SourceItem) -> tuple[np.ndarray, int]:
@@ -65,9 +67,14 @@ def _read(item: SourceItem) -> tuple[np.ndarray, int]:
         return render(item.synth)
     if "::" in item.path:
         zpath, member = item.path.split("::", 1)
-        if zpath not in _ZIPS:
-            _ZIPS[zpath] = zipfile.ZipFile(zpath)
-        data = io.BytesIO(_ZIPS[zpath].read(member))
+        if zpath.endswith(".rcc"):
+            if zpath not in _BUNDLES:
+                _BUNDLES[zpath] = rcc_files(zpath)
+            data = io.BytesIO(_BUNDLES[zpath][member])
+        else:
+            if zpath not in _ZIPS:
+                _ZIPS[zpath] = zipfile.ZipFile(zpath)
+            data = io.BytesIO(_ZIPS[zpath].read(member))
         x, sr = sf.read(data, dtype="float32", always_2d=True)
     else:
         x, sr = sf.read(item.path, dtype="float32", always_2d=True)
