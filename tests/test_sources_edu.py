@@ -83,3 +83,20 @@ def test_festival_voices_read_accented_text_in_their_own_encoding(voice):
     seconds = x.size / sr
     assert 0.8 < seconds < 5.0, seconds
     assert np.abs(x).max() > 0.05
+
+
+def test_a_cache_of_an_older_catalogue_is_not_taken_for_the_new_one(tmp_path, data_dir, caplog):
+    """`vadnet train --prepare` on a directory holding an older cache must not silently
+    leave the new sources out; training on it still works, with a warning."""
+    from vadnet.model.errors import InvalidInputError
+    from vadnet.model.training.sources import build_cache, load_cache
+
+    item = {"kind": "speech", "source": "t", "path": str(data_dir / "speech_en.wav")}
+    cache = build_cache(tmp_path / "c", synth_utterances=0, workers=1, items=[item])
+    assert build_cache(cache, synth_utterances=0, workers=1, items=[item]) == cache
+    (cache / "DONE").write_text("built in 1.0 s\n")  # what caches before issue 16 hold
+    with pytest.raises(InvalidInputError, match="older|catalogue"):
+        build_cache(cache, synth_utterances=0, workers=1, items=[item])
+    with caplog.at_level("WARNING", logger="vadnet"):
+        speech, _ = load_cache(cache)
+    assert len(speech) == 1 and "before-issue16" in caplog.text
