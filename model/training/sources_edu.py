@@ -8,6 +8,7 @@ gcompris ships its sounds inside Qt resource bundles: members are named
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -25,6 +26,9 @@ GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
 # Russian voice is dev already, so dev keeps a Slavic language through it).
 TUXPAINT_DESC = re.compile(r"_desc(?:_([A-Za-z_]+?))?(?:\.ogg)?\.ogg$")
 TUXPAINT_DEV_LANGS = frozenset({"ca", "el", "bg"})
+# Descriptions with no voice in them: Silero hears none of it, and the spectrogram shows a
+# snort (the stamp's sound saved as its description) and a steady hum.
+TUXPAINT_SPEECH_DROP = ("bovines/bull_desc.ogg", "vegetables/onion_desc_bg.ogg")
 # Stamp sounds with a locale suffix (``7_de.ogg``, ``a_filled_en_GB.ogg``) are the stamp's
 # name read aloud, and ``symbols/`` holds spoken letters and digits (and the faces' voice
 # sounds) even without one: speech, not background.
@@ -59,12 +63,19 @@ def _audio(p: Path) -> bool:
 
 
 def tuxpaint_speech_items() -> list[SourceItem]:
-    """The stamps' spoken descriptions, speaker = language."""
-    items = []
+    """The stamps' spoken descriptions, speaker = language, each recording once.
+
+    965 of the 7,418 files are byte-identical copies (a letter's description under its
+    filled/outlined and upper/lower-case stamps, ``frog`` and ``frog-1``): kept once, or the
+    mixer would draw those recordings up to four times as often and the benchmark would
+    hear them again."""
+    items, seen = [], set()
     for p in sorted(TUXPAINT.rglob("*_desc*.ogg")):
         m = TUXPAINT_DESC.search(p.name)
-        if m is None:
+        digest = hashlib.sha256(p.read_bytes()).digest()
+        if m is None or digest in seen or str(p).endswith(TUXPAINT_SPEECH_DROP):
             continue
+        seen.add(digest)
         lang = m.group(1) or "en"
         split = "dev" if lang in TUXPAINT_DEV_LANGS else "train"
         items.append(SourceItem("speech", "tuxpaint", str(p), f"tuxpaint:{lang}", lang, split))
