@@ -36,6 +36,7 @@ import soxr
 
 from ..errors import InvalidInputError
 from .labels import HOP, frame_energy_db, frame_labels, speech_band
+from .rcc import rcc_files
 from .sources_catalog import SourceItem, real_items
 from .sources_synth import render, synth_specs
 
@@ -52,11 +53,16 @@ MIN_CLIP_FRAMES = 4
 # Vetting thresholds of speech clips (see vet_speech and docs/data.md).
 MIN_DYNAMIC_DB = 25.0  # peak - floor: below this there is no pause to measure the floor
 WIDEBAND_MIN_RATE = 16_000
+# Which source list built a cache, written into DONE. A cache of an older list is complete
+# but lacks sources: ``build_cache`` refuses to call it done (it would silently train on
+# the old data), ``load_cache`` warns. Bump it whenever the catalogue or a rule changes.
+CATALOG = "issue16"
 
 
 # ---------------------------------------------------------------------------- decoding
 
 _ZIPS: dict[str, zipfile.ZipFile] = {}
+_BUNDLES: dict[str, dict[str, bytes]] = {}  # Qt resource bundles (gcompris), read whole once
 
 
 def _read(item: SourceItem) -> tuple[np.ndarray, int]:
@@ -65,9 +71,14 @@ def _read(item: SourceItem) -> tuple[np.ndarray, int]:
         return render(item.synth)
     if "::" in item.path:
         zpath, member = item.path.split("::", 1)
-        if zpath not in _ZIPS:
-            _ZIPS[zpath] = zipfile.ZipFile(zpath)
-        data = io.BytesIO(_ZIPS[zpath].read(member))
+        if zpath.endswith(".rcc"):
+            if zpath not in _BUNDLES:
+                _BUNDLES[zpath] = rcc_files(zpath)
+            data = io.BytesIO(_BUNDLES[zpath][member])
+        else:
+            if zpath not in _ZIPS:
+                _ZIPS[zpath] = zipfile.ZipFile(zpath)
+            data = io.BytesIO(_ZIPS[zpath].read(member))
         x, sr = sf.read(data, dtype="float32", always_2d=True)
     else:
         x, sr = sf.read(item.path, dtype="float32", always_2d=True)
@@ -258,6 +269,12 @@ def build_cache(
     """
     cache_dir = Path(cache_dir)
     if (cache_dir / "DONE").exists():
+        built = catalog_of(cache_dir)
+        if built != CATALOG:
+            raise InvalidInputError(
+                f"{cache_dir} holds a cache of the source catalogue {built!r}, not {CATALOG!r}: "
+                "build into a new directory (--cache DIR) or delete this one"
+            )
         logger.info("cache %s is complete, not rebuilding", cache_dir)
         return cache_dir
     if synth_utterances < 0 or workers < 1:
@@ -297,12 +314,20 @@ def build_cache(
     (cache_dir / "report.json").write_text(
         json.dumps({"build_seconds": round(elapsed, 1), "items": report}, indent=0)
     )
-    (cache_dir / "DONE").write_text(f"built in {elapsed:.1f} s\n")
+    (cache_dir / "DONE").write_text(f"built in {elapsed:.1f} s\ncatalog {CATALOG}\n")
     logger.info("cache %s built in %.1f s", cache_dir, elapsed)
     return cache_dir
 
 
 # ---------------------------------------------------------------------------- loading
+
+
+def catalog_of(cache_dir: str | Path) -> str:
+    """The source catalogue a complete cache was built from ("before-issue16" if unnamed)."""
+    for line in (Path(cache_dir) / "DONE").read_text().splitlines():
+        if line.startswith("catalog "):
+            return line.split(" ", 1)[1].strip()
+    return "before-issue16"
 
 
 @dataclass
@@ -351,6 +376,14 @@ def load_cache(cache_dir: str | Path) -> tuple[ClipSet, ClipSet]:
     cache_dir = Path(cache_dir)
     if not (cache_dir / "DONE").exists():
         raise InvalidInputError(f"{cache_dir} is not a complete cache (no DONE): run build_cache")
+    if catalog_of(cache_dir) != CATALOG:
+        logger.warning(
+            "cache %s was built from the source catalogue %r, not %r: it lacks the newer "
+            "sources (rebuild with `vadnet train --prepare --cache NEW_DIR`)",
+            cache_dir,
+            catalog_of(cache_dir),
+            CATALOG,
+        )
     speech = ClipSet(
         _memmap(cache_dir / "speech.pcm16", "<i2"),
         json.loads((cache_dir / "speech.json").read_text())["clips"],

@@ -240,5 +240,8 @@ def real_items() -> list[SourceItem]:
     """Every real (recorded) speech and noise item, in a fixed order."""
     items = asterisk_items() + warzone_items() + oad_items() + megaglest_items()
     items += noise_file_items()
+    from .sources_edu import edu_items  # here: sources_edu imports SourceItem from this module
+
+    items += edu_items()
     drop = NOISE_DROP + SPEECH_DROP
     return [it for it in items if not it.path.endswith(drop)]

@@ -27,9 +27,31 @@ ESPEAK_DEV_LANGS = frozenset({"sw"})
 ESPEAK_BROKEN_LANGS = frozenset({"kl", "chr-US-Qaaa-x-west", "nog", "he", "qya", "tk", "sjn", "cv"})
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")  # awb_time only speaks the time
 FLITE_DEV_VOICES = frozenset({"rms"})
-FESTIVAL_VOICES = ("kal_diphone",)
-# Share of utterances per engine: espeak-ng has by far the most voices and languages.
-ENGINE_SHARE = (("espeak-ng", 0.8), ("flite", 0.13), ("festival", 0.07))
+# Festival voices: name -> (language, the text encoding the voice's lexicon reads). Fed
+# UTF-8, the Czech, Finnish, Catalan and Italian voices spell out the bytes of every
+# accented letter (a 2.6 s Finnish phrase came out 11 s long); the Russian voice reads UTF-8.
+# The Hindi, Marathi and Telugu NSK voices of issue 16 do not load in this festival
+# (``hindi_phones.scm`` is missing from their packages): not used.
+FESTIVAL_VOICES = {
+    "kal_diphone": ("en", "ascii"),
+    "ked_diphone": ("en", "ascii"),
+    "cmu_us_slt_arctic_hts": ("en", "ascii"),  # slt is flite's slt too: same speaker, train
+    "lp_diphone": ("it", "latin-1"),
+    "pc_diphone": ("it", "latin-1"),
+    "czech_dita": ("cs", "iso-8859-2"),
+    "czech_krb": ("cs", "iso-8859-2"),
+    "czech_machac": ("cs", "iso-8859-2"),
+    "czech_ph": ("cs", "iso-8859-2"),
+    "suo_fi_lj_diphone": ("fi", "latin-1"),
+    "hy_fi_mv_diphone": ("fi", "latin-1"),
+    "upc_ca_ona_hts": ("ca", "latin-1"),
+    "msu_ru_nsh_clunits": ("ru", "utf-8"),
+}
+# One voice of each language with two or more voices is dev (speaker split).
+FESTIVAL_DEV_VOICES = frozenset({"czech_machac", "hy_fi_mv_diphone", "pc_diphone"})
+# Share of utterances per engine: espeak-ng has by far the most voices and languages;
+# festival's recorded diphone and HTS voices sound the most natural of the three.
+ENGINE_SHARE = (("espeak-ng", 0.65), ("flite", 0.13), ("festival", 0.22))
 # Variants that are not a human voice at all.
 ESPEAK_SKIP_VARIANTS = frozenset({"UniRobot"})
 
@@ -84,6 +106,8 @@ PHRASES = {
         "Il treno per Roma parte alle otto",
         "Per favore attenda un momento",
         "Non lo so, forse domani",
+        "Oggi fa bel tempo e caldo",
+        "Grazie per aver chiamato, arrivederci",
     ],
     "pt": [
         "Bom dia, como está hoje",
@@ -101,6 +125,8 @@ PHRASES = {
         "Поезд в Москву отправляется в восемь часов",
         "Пожалуйста, подождите минуту",
         "Я не знаю, может быть завтра",
+        "Сегодня хорошая и тёплая погода",
+        "Спасибо за звонок, до свидания",
     ],
     "pl": [
         "Dzień dobry, jak się pan dzisiaj czuje",
@@ -108,9 +134,30 @@ PHRASES = {
         "Proszę chwilę poczekać",
     ],
     "sv": ["God morgon, hur mår du idag", "Tåget till Stockholm går klockan åtta"],
-    "fi": ["Hyvää huomenta, mitä kuuluu tänään", "Juna Helsinkiin lähtee kello kahdeksan"],
+    "fi": [
+        "Hyvää huomenta, mitä kuuluu tänään",
+        "Juna Helsinkiin lähtee kello kahdeksan",
+        "Odottakaa hetki, olkaa hyvä",
+        "En tiedä, ehkä huomenna",
+        "Tänään on kaunis ja lämmin päivä",
+    ],
     "tr": ["Günaydın, bugün nasılsınız", "İstanbul treni saat sekizde kalkıyor"],
-    "cs": ["Dobré ráno, jak se dnes máte", "Vlak do Prahy odjíždí v osm hodin"],
+    "cs": [
+        "Dobré ráno, jak se dnes máte",
+        "Vlak do Prahy odjíždí v osm hodin",
+        "Prosím, počkejte chvíli",
+        "Nevím, možná zítra",
+        "Dnes je krásné a teplé počasí",
+        "Zavolejte mi prosím zpátky večer",
+    ],
+    "ca": [
+        "Bon dia, com estàs avui",
+        "El tren cap a Barcelona surt a les vuit",
+        "Si us plau, esperi un moment",
+        "No ho sé, potser demà",
+        "Avui fa bon temps i calor",
+        "Gràcies per trucar, adéu",
+    ],
     "hu": ["Jó reggelt, hogy van ma", "A vonat Budapestre nyolc órakor indul"],
     "sw": ["Habari ya asubuhi, hujambo leo", "Treni ya Nairobi inaondoka saa mbili"],
     "vi": ["Chào buổi sáng, hôm nay bạn khỏe không", "Tàu đi Hà Nội khởi hành lúc tám giờ"],
@@ -132,8 +179,10 @@ def _number_text(rng: random.Random) -> str:
     return f"{rng.randint(1, 28)}.{rng.randint(1, 12)}.{rng.randint(1900, 2030)}. {rng.randint(1, 9999)}"
 
 
-def _text(lang: str, rng: random.Random) -> str:
-    """One utterance: a single word (< 1 s), one phrase or several phrases with pauses."""
+def _text(lang: str, rng: random.Random, numbers: bool = True) -> str:
+    """One utterance: a single word (< 1 s), one phrase or several phrases with pauses.
+
+    ``numbers=False``: phrases only (festival's non-English voices do not all read digits)."""
     base = lang.split("-")[0]
     phrases = PHRASES.get(base)
     r = rng.random()
@@ -146,7 +195,7 @@ def _text(lang: str, rng: random.Random) -> str:
     parts = 1 if r < 0.6 else rng.randint(2, 4)
     out = []
     for _ in range(parts):
-        if phrases and rng.random() < 0.8:
+        if phrases and (rng.random() < 0.8 or not numbers):
             out.append(rng.choice(phrases))
         else:
             out.append(_number_text(rng))
@@ -202,10 +251,12 @@ def synth_specs(n: int, seed: int) -> list[dict]:
                 "pitch": rng.randint(15, 85),
             }
         else:
-            voices = FLITE_VOICES if engine == "flite" else FESTIVAL_VOICES
-            voice = rng.choice(voices)
-            lang = "en"
-            dev = voice in FLITE_DEV_VOICES
+            if engine == "flite":
+                voice, lang = rng.choice(FLITE_VOICES), "en"
+            else:
+                voice = rng.choice(sorted(FESTIVAL_VOICES))
+                lang = FESTIVAL_VOICES[voice][0]
+            dev = voice in FLITE_DEV_VOICES or voice in FESTIVAL_DEV_VOICES
             spec = {
                 "engine": engine,
                 "voice": voice,
@@ -213,7 +264,7 @@ def synth_specs(n: int, seed: int) -> list[dict]:
                 "stretch": round(rng.uniform(0.75, 1.4), 2),
                 "f0_hz": rng.randint(80, 220),
             }
-        spec["text"] = _text(lang, rng)
+        spec["text"] = _text(lang, rng, numbers=engine != "festival" or lang == "en")
         spec["id"] = i
         spec["split"] = "dev" if dev else "train"
         specs.append(spec)
@@ -238,9 +289,9 @@ def render(spec: dict) -> tuple[np.ndarray, int]:
         elif engine == "festival":
             cmd = ["text2wave", "-eval", f"(voice_{spec['voice']})"]
             cmd += ["-eval", f"(Parameter.set 'Duration_Stretch {spec['stretch']})", "-o", wav]
-            subprocess.run(
-                cmd, input=spec["text"], text=True, check=True, capture_output=True, timeout=60
-            )
+            encoding = FESTIVAL_VOICES[spec["voice"]][1]
+            text = spec["text"].encode(encoding, errors="replace")
+            subprocess.run(cmd, input=text, check=True, capture_output=True, timeout=60)
         else:
             raise InvalidInputError(
                 f"unknown synthesis engine {engine!r}: use espeak-ng, flite or festival"
