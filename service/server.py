@@ -198,8 +198,9 @@ class VadServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain (see :meth:`begin_drain`), let streams finish for ``grace`` seconds, stop.
 
-        At three quarters of the grace period the server ends the streams still open
-        itself: each gets its final message (``summary.ended_by_server``), then OK.
+        At three quarters of the grace period the server cuts the streams still open:
+        each gets the results of the audio it sent (and a checkpoint if resumable), then
+        UNAVAILABLE, so that no client takes a cut stream for a finished one.
         """
         grace = self.config.drain_grace_s if grace is None else grace
         await self.begin_drain()

@@ -8,6 +8,9 @@ a client that sends faster than the server computes: nothing buffers without bou
 
 Idle, too-long and drained streams are found by one sweep a second over all streams
 rather than a timer per message, which keeps the per-message path short.
+
+A drained stream ends with UNAVAILABLE, never OK. A resumable one (config.resumable)
+gets checkpoints and can continue on another replica (service/resume.py).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .batcher import Batcher, Stream
 from .config import ServerConfig
 from .errors import StreamTimeoutError, UnavailableError, abort, status_code
 from .metrics import Metrics
+from .resume import ReplayGrid, checkpoint, restore
 
 logger = logging.getLogger("vadnet")
 
@@ -44,6 +48,9 @@ _SEGMENTER_FIELDS = (
     "speech_pad_ms",
     "max_speech_duration_s",
 )
+# A resumable stream gets a checkpoint at least this often (input audio), so that the
+# client's replay buffer stays near the receptive field (8.3 s) plus this.
+_CHECKPOINT_EVERY_S = 1.0
 # Detect feeds a clip through the batcher in pieces this long, so one long clip
 # shares the model with live streams instead of stalling them.
 _DETECT_PIECE_SAMPLES = 8000
@@ -88,6 +95,11 @@ class _Session:
     last_read: float = field(default_factory=time.monotonic)
     reader: asyncio.Task | None = None
     stop_reason: str | None = None  # "idle", "too_long", "drain": set by the sweep
+    grid: ReplayGrid | None = None  # set if resumable
+    frame_offset: int = 0  # global frame of this call's first model frame (resumed streams)
+    resumed_at: int = 0  # frames the segmenter had seen when this call resumed
+    received: int = 0  # input samples received in this call
+    last_checkpoint: int = 0  # input samples when the last checkpoint went out
 
     def wake_writer(self, _fut: object = None) -> None:
         w = self.waiting
@@ -101,6 +113,7 @@ class _Session:
 
 
 _END = object()  # outbox marker: the reader is done
+_DRAIN = object()  # outbox marker: the reader was stopped by a drain
 
 
 class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
@@ -133,7 +146,8 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             self._sweeper = None
 
     def end_all_streams(self) -> None:
-        """Drain: stop reading every stream; each gets its final message and ends OK."""
+        """Drain: stop reading every stream; each gets the results of what it sent (and a
+        checkpoint if resumable), then UNAVAILABLE."""
         for s in list(self.sessions):
             s.stop("drain")
 
@@ -229,6 +243,20 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             opts, hop_s=self._hop / MODEL_RATE_HZ, input_rate_hz=s.rate
         )
         s.want_probs = cfg.return_probabilities
+        if cfg.resumable or cfg.HasField("resume"):
+            info = self.model_info
+            s.grid = ReplayGrid(
+                s.rate,
+                self._hop,
+                int(info.lookahead_frames) * self._hop,
+                round(info.receptive_field_s * MODEL_RATE_HZ),
+            )
+        if cfg.HasField("resume"):
+            restore(s.segmenter, cfg.resume, s.grid)
+            start = cfg.resume.replay_from_sample
+            s.input_samples = s.last_checkpoint = start
+            s.frames = s.resumed_at = s.segmenter.frames_pushed
+            s.frame_offset = s.grid.to_model(start) // self._hop
         s.stream = self.batcher.open()
         s.last_read = time.monotonic()
         s.reader = asyncio.create_task(self._read_loop(s, context))
@@ -267,6 +295,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             )
         x = decode_pcm(msg.audio, s.encoding, s.rate)
         s.input_samples += x.size
+        s.received += x.size
         if s.input_samples > s.max_input_samples:
             raise ResourceExhaustedError(
                 f"stream exceeds {self.config.max_stream_duration_s:g} s of audio:"
@@ -292,7 +321,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                 f"stream open longer than {self.config.max_stream_duration_s:g} s:"
                 " open a new stream to continue"
             )
-        return _END  # drain: finish normally
+        return _DRAIN
 
     async def _write_loop(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
         """The handler: results in order -> responses; then the final message."""
@@ -310,6 +339,8 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             item = outbox.popleft()
             if item is _END:
                 break
+            if item is _DRAIN:
+                await self._cut(s, context)
             if isinstance(item, BaseException):
                 raise item
             fut, input_done, n16 = item
@@ -319,18 +350,50 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                 s.resume.set_result(None)
             if result is None:
                 continue  # merged into a later chunk of the same batch
+            result = self._skip_replayed(s, result)
             probs = result.probs
             s.frames += probs.size
             events = seg.push(probs) if probs.size else ()
-            if events or s.want_probs:
+            due = (
+                s.grid is not None
+                and input_done - s.last_checkpoint >= s.rate * _CHECKPOINT_EVERY_S
+            )
+            if s.resumed_at and s.frames == s.resumed_at:
+                continue  # a resumed stream says nothing while it re-runs answered frames
+            if events or due or s.want_probs:
                 await context.write(self._response(s, events, result, input_done))
         await self._finish(s, context)
 
+    def _skip_replayed(self, s: _Session, result):
+        """``result`` on the global frame grid, less the frames the segmenter has seen
+        (a resumed stream re-runs them only to fill the net's context)."""
+        if s.frame_offset == 0 and s.grid is None:
+            return result
+        first = result.first_frame + s.frame_offset
+        drop = min(max(0, s.frames - first), result.probs.size)
+        return type(result)(first + drop, result.probs[drop:])
+
+    async def _cut(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
+        """Drain: the last checkpoint (if resumable), then UNAVAILABLE: never OK."""
+        at = s.input_samples / s.rate
+        if s.grid is not None:
+            await context.write(self._response(s, (), None, s.input_samples))
+            raise UnavailableError(
+                f"server is draining: resume this stream on another replica from its last"
+                f" checkpoint (cut at {at:.2f} s)"
+            )
+        raise UnavailableError(
+            f"server is draining: the stream was cut at {at:.2f} s of audio, its results are"
+            " incomplete; open a new stream on another replica (set resumable to continue it)"
+        )
+
     async def _finish(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
-        if s.input_samples == 0 and s.stop_reason is None:
+        if s.received == 0 and s.stop_reason is None:
             raise InvalidInputError("the stream ended without audio: send audio after the config")
         tail = s.resampler(np.zeros(0, np.float32), last=True)
         result = await self.batcher.submit(s.stream, tail, final=True)
+        if result is not None:
+            result = self._skip_replayed(s, result)
         probs = result.probs if result is not None else np.zeros(0, np.float32)
         s.frames += probs.size
         events = s.segmenter.push(probs) + s.segmenter.finish(s.input_samples)
@@ -339,18 +402,16 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         resp.summary.audio_s = s.input_samples / s.rate if s.rate else 0.0
         resp.summary.input_samples = s.input_samples
         resp.summary.frames = s.frames
-        resp.summary.segments = len(s.segmenter.segments)
-        resp.summary.ended_by_server = s.stop_reason == "drain"
+        resp.summary.segments = s.segmenter.segment_count
         await context.write(resp)
         self.metrics.audio_seconds.labels("StreamingDetect").inc(resp.summary.audio_s)
         self.metrics.frames.labels("StreamingDetect").inc(s.frames)
         logger.info(
-            "stream from %s done: %.2f s audio, %s frames, %s segments%s",
+            "stream from %s done: %.2f s audio, %s frames, %s segments",
             s.peer,
             resp.summary.audio_s,
             s.frames,
             resp.summary.segments,
-            " (drained)" if resp.summary.ended_by_server else "",
         )
 
     def _response(self, s: _Session, events, result, input_done: int) -> pb.StreamingDetectResponse:
@@ -360,6 +421,9 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         if s.want_probs and result is not None:
             resp.probabilities.first_frame = result.first_frame
             resp.probabilities.values.extend(result.probs.tolist())
+        if s.grid is not None:
+            resp.checkpoint.CopyFrom(checkpoint(s.segmenter, s.grid))
+            s.last_checkpoint = input_done
         return resp
 
     # --- Detect ----------------------------------------------------------------------

@@ -61,6 +61,17 @@ class OpenStream:
             out.append(r)
         return out
 
+    async def responses_until_error(self) -> list:
+        """The remaining responses of a call that ends with an error status (read it from
+        ``call.code()``)."""
+        out = []
+        try:
+            while (r := await self.call.read()) is not grpc.aio.EOF:
+                out.append(r)
+        except grpc.RpcError:
+            pass
+        return out
+
 
 async def test_max_streams(model):
     async with running_server(model, max_streams=2) as (server, port), stub_for(port) as stub:

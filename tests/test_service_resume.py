@@ -1,0 +1,104 @@
+"""Resumable streams at the protocol level (real server, real audio): a stream cut at any
+point and resumed from its last checkpoint, with the audio from replay_from_sample on,
+gives the events and probabilities of the uninterrupted stream and of `vadnet detect`."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+from test_service_helpers import (
+    DATA,
+    PROB_TOL,
+    expect_stream_error,
+    offline,
+    running_server,
+    stub_for,
+)
+
+from vadnet.service.client import segments_from_events
+from vadnet.v1 import vad_pb2 as pb
+
+
+def _long(name: str, times: int = 3) -> tuple[np.ndarray, int]:
+    """A file repeated: long enough to cut well past the receptive field (8.2 s)."""
+    x, rate = sf.read(DATA / name, dtype="float32", always_2d=True)
+    return np.tile(x.mean(axis=1), times).astype(np.float32), rate
+
+
+def _requests(x, rate, start, stop, chunk, resume=None):
+    cfg = pb.StreamingConfig(
+        sample_rate_hz=rate, encoding=pb.FLOAT32, return_probabilities=True, resumable=True
+    )
+    if resume is not None:
+        cfg.resume.CopyFrom(resume)
+    yield pb.StreamingDetectRequest(config=cfg)
+    for i in range(start, stop, chunk):
+        yield pb.StreamingDetectRequest(audio=x[i : min(i + chunk, stop)].tobytes())
+
+
+async def _until(stub, x, rate, cut, chunk):
+    """A stream that stops reading at ``cut`` samples and is abandoned: its checkpoint."""
+    call = stub.StreamingDetect(_requests(x, rate, 0, x.size, chunk))
+    got, last = [], None
+    async for resp in call:
+        if resp.HasField("checkpoint"):
+            last = resp.checkpoint
+        got.append(resp)
+        if resp.input_samples_processed >= cut:
+            break
+    call.cancel()
+    return got, last
+
+
+@pytest.mark.parametrize(
+    ("name", "cut_s"),
+    [
+        ("speech_en.wav", 12.0),
+        ("speech_en.wav", 17.3),
+        ("speech_8k_mulaw.wav", 14.1),
+        ("stereo_44k.flac", 11.0),
+    ],
+)
+async def test_resumed_stream_equals_offline(model, name, cut_s):
+    x, rate = _long(name, 3 if "44k" not in name else 4)
+    probs, segments = offline(model, x, rate)
+    async with running_server(model) as (_, port), stub_for(port) as stub:
+        first, point = await _until(stub, x, rate, int(cut_s * rate), int(0.02 * rate))
+        assert point is not None and point.segmenter.frames > 0
+        # Every response carries a checkpoint: the last one covers all events received.
+        assert all(r.HasField("checkpoint") for r in first)
+        start = point.replay_from_sample
+        assert 0 < start < int(cut_s * rate)
+        assert int(cut_s * rate) - start < 9.0 * rate  # about the receptive field
+        second = [
+            r async for r in stub.StreamingDetect(_requests(x, rate, start, x.size, 777, point))
+        ]
+    events = [e for r in first for e in r.events] + [e for r in second for e in r.events]
+    # nothing before the resume point: the first probability is the checkpoint's frame
+    blocks = [r.probabilities for r in second if r.probabilities.values]
+    assert blocks[0].first_frame == point.segmenter.frames
+    got = np.array([v for b in blocks for v in b.values], np.float32)
+    np.testing.assert_allclose(got, probs[point.segmenter.frames :], atol=PROB_TOL)
+    assert segments_from_events(events) == segments
+    final = second[-1]
+    assert final.is_final and final.summary.input_samples == x.size
+    assert final.summary.segments == len(segments)
+    assert final.summary.frames == probs.size
+
+
+async def test_resume_rejects_a_late_replay(model):
+    x, rate = _long("speech_en.wav")
+    async with running_server(model) as (_, port), stub_for(port) as stub:
+        _, point = await _until(stub, x, rate, 15 * rate, 320)
+        late = pb.ResumePoint()
+        late.CopyFrom(point)
+        late.replay_from_sample = point.replay_from_sample + 256 * 40
+        reqs = list(_requests(x, rate, late.replay_from_sample, x.size, 320, late))
+        await expect_stream_error(port, reqs, grpc.StatusCode.INVALID_ARGUMENT, "too late")
+        odd = pb.ResumePoint()
+        odd.CopyFrom(point)
+        odd.replay_from_sample += 1
+        reqs = list(_requests(x, rate, odd.replay_from_sample, x.size, 320, odd))
+        await expect_stream_error(port, reqs, grpc.StatusCode.INVALID_ARGUMENT, "replay point")
