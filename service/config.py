@@ -46,6 +46,12 @@ class ServerConfig:
     tls_client_ca: str | None = _opt(None, "PEM CA bundle: require client certificates (mTLS)")
     auth_token_file: str | None = _opt(None, "file with the bearer token clients must send")
     drain_grace_s: float = _opt(10.0, "on SIGTERM, time open streams get to finish")
+    max_connection_age_s: float = _opt(
+        300.0, "close connections after this long (GOAWAY) so clients re-spread; 0: never"
+    )
+    max_connection_age_grace_s: float = _opt(
+        3600.0, "streams on an aged connection get this long to end (default: the longest)"
+    )
     log_format: str = _opt("text", "text or json (one JSON object per line)")
     event_loop: str = _opt("auto", "asyncio or uvloop; auto: uvloop when it is installed")
     sched_batch: bool = _opt(
@@ -79,10 +85,16 @@ class ServerConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
-        if self.max_queue_delay_ms < 0 or self.drain_grace_s < 0 or self.torch_threads < 0:
-            raise InvalidInputError(
-                "--max-queue-delay-ms, --drain-grace-s and --torch-threads must be >= 0"
-            )
+        nonneg = (
+            "max_queue_delay_ms",
+            "drain_grace_s",
+            "torch_threads",
+            "max_connection_age_s",
+            "max_connection_age_grace_s",
+        )
+        for name in nonneg:
+            if not getattr(self, name) >= 0:
+                raise InvalidInputError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.port < 65536 or not -1 <= self.metrics_port < 65536:
             raise InvalidInputError("--port must be 0..65535 and --metrics-port -1..65535")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -67,6 +67,29 @@ def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def keepalive_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    """Keepalive and connection age. Clients ping every 10 s (service/client.py) to find a
+    frozen server; gRPC's default lets a client ping only every 5 min and answers more with
+    GOAWAY, so permit one every 5 s. The server pings idle clients each minute, so a dead
+    peer's streams are freed. A connection older than max_connection_age_s gets GOAWAY:
+    its client reconnects, through the balancer or a fresh DNS lookup, so new replicas get
+    streams over time; streams open on it keep going for the grace (by default the
+    longest stream), so nothing is cut."""
+    opts = [
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+    ]
+    if cfg.max_connection_age_s > 0:
+        opts.append(("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)))
+        opts.append(
+            ("grpc.max_connection_age_grace_ms", int(cfg.max_connection_age_grace_s * 1000))
+        )
+    return opts
+
+
 class VadServer:
     """One server process's parts. Build with :func:`create_server`."""
 
@@ -95,6 +118,7 @@ class VadServer:
                 ("grpc.max_send_message_length", max(config.max_message_bytes, 64 << 20)),
                 # Only share the port when asked to: a stray second server must fail to bind.
                 ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
+                *keepalive_options(config),
             ],
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
