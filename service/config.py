@@ -39,6 +39,15 @@ class ServerConfig:
     max_message_bytes: int = _opt(4 << 20, "largest request message")
     max_stream_duration_s: float = _opt(3600.0, "longest stream, in audio and in wall time")
     idle_timeout_s: float = _opt(30.0, "a stream silent this long is ended (DEADLINE_EXCEEDED)")
+    min_audio_rate: float = _opt(
+        0.1,
+        "a stream must send at least this fraction of real time (0.1: 3 s of audio in each"
+        " 30 s window), else DEADLINE_EXCEEDED; 0 disables",
+    )
+    min_audio_rate_window_s: float = _opt(30.0, "window over which --min-audio-rate is averaged")
+    max_streams_per_peer: int = _opt(
+        0, "concurrent streams per client IP (RESOURCE_EXHAUSTED beyond); 0: no limit"
+    )
     max_detect_audio_s: float = _opt(600.0, "longest clip one Detect call accepts")
     max_buffered_audio_s: float = _opt(2.0, "unprocessed audio per stream before reads pause")
     tls_cert: str | None = _opt(None, "PEM certificate chain: serve TLS")
@@ -80,12 +89,15 @@ class ServerConfig:
             "idle_timeout_s",
             "max_detect_audio_s",
             "max_buffered_audio_s",
+            "min_audio_rate_window_s",
             "workers",
         )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
         nonneg = (
+            "min_audio_rate",
+            "max_streams_per_peer",
             "max_queue_delay_ms",
             "drain_grace_s",
             "torch_threads",
@@ -95,6 +107,10 @@ class ServerConfig:
         for name in nonneg:
             if not getattr(self, name) >= 0:
                 raise InvalidInputError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.min_audio_rate >= 1:
+            raise InvalidInputError(
+                f"--min-audio-rate is a fraction of real time below 1, got {self.min_audio_rate}"
+            )
         if not 0 <= self.port < 65536 or not -1 <= self.metrics_port < 65536:
             raise InvalidInputError("--port must be 0..65535 and --metrics-port -1..65535")
         if bool(self.tls_cert) != bool(self.tls_key):

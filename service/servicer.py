@@ -19,7 +19,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import grpc
@@ -65,6 +65,15 @@ def segmenter_options(msg: pb.SegmenterConfig) -> SegmenterOptions:
     return opts
 
 
+def peer_address(peer: str) -> str:
+    """The client's address without its port: ``ipv4:1.2.3.4:5678`` -> ``1.2.3.4``,
+    ``ipv6:[::1]:5678`` -> ``[::1]``; anything else as is."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return rest.rsplit(":", 1)[0]
+    return peer
+
+
 def encoding_name(value: int) -> str:
     if value == pb.AUDIO_ENCODING_UNSPECIFIED or value not in pb.AudioEncoding.values():
         raise InvalidInputError(
@@ -78,6 +87,9 @@ class _Session:
     """One StreamingDetect call's state."""
 
     peer: str
+    peer_ip: str = ""
+    counted: bool = False  # counted in the per-peer streams
+    slow_detail: str = ""
     rate: int = 0
     encoding: str = ""
     want_probs: bool = False
@@ -94,7 +106,8 @@ class _Session:
     started: float = field(default_factory=time.monotonic)
     last_read: float = field(default_factory=time.monotonic)
     reader: asyncio.Task | None = None
-    stop_reason: str | None = None  # "idle", "too_long", "drain": set by the sweep
+    stop_reason: str | None = None  # "idle", "too_long", "slow", "drain": set by the sweep
+    window: tuple[float, int] | None = None  # (time, input samples) at the rate window's start
     grid: ReplayGrid | None = None  # set if resumable
     frame_offset: int = 0  # global frame of this call's first model frame (resumed streams)
     resumed_at: int = 0  # frames the segmenter had seen when this call resumed
@@ -135,6 +148,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         self._max_buffered = int(config.max_buffered_audio_s * MODEL_RATE_HZ)
         self._sweeper: asyncio.Task | None = None
         self._hop = int(model_info.hop_samples)
+        self._per_peer: Counter[str] = Counter()  # open streams per client address
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -175,6 +189,38 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                     s.stop("idle")
                 elif now - s.started > cfg.max_stream_duration_s:
                     s.stop("too_long")
+                elif cfg.min_audio_rate > 0 and s.rate:
+                    self._check_rate(s, now)
+
+    def _check_rate(self, s: _Session, now: float) -> None:
+        """Tumbling windows of min_audio_rate_window_s: a stream that sent less than
+        min_audio_rate of real time in one is stopped. A window restarts while the server
+        holds the reads (backpressure): the client is not slow then, the server is."""
+        cfg = self.config
+        if s.window is None or s.resume is not None:
+            s.window = (now, s.input_samples)
+            return
+        t0, n0 = s.window
+        if now - t0 < cfg.min_audio_rate_window_s:
+            return
+        sent_s = (s.input_samples - n0) / s.rate
+        if sent_s < cfg.min_audio_rate * (now - t0):
+            s.slow_detail = f"{sent_s:.2f} s of audio in {now - t0:.0f} s"
+            s.stop("slow")
+        else:
+            s.window = (now, s.input_samples)
+
+    def _admit_peer(self, s: _Session) -> None:
+        """One client address may hold at most max_streams_per_peer streams. (Behind an L7
+        proxy every stream has the proxy's address: leave it off there, docs/service.md.)"""
+        limit = self.config.max_streams_per_peer
+        if limit and self._per_peer[s.peer_ip] >= limit:
+            raise ResourceExhaustedError(
+                f"client {s.peer_ip} already has {limit} open streams, this server's limit"
+                " per client: close one, or retry later"
+            )
+        self._per_peer[s.peer_ip] += 1
+        s.counted = True
 
     def _check_admission(self) -> None:
         if self.draining:
@@ -184,7 +230,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
 
     # --- StreamingDetect -------------------------------------------------------------
     async def StreamingDetect(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
-        session = _Session(peer=context.peer())
+        session = _Session(peer=context.peer(), peer_ip=peer_address(context.peer()))
         try:
             self._check_admission()
             if len(self.sessions) >= self.config.max_streams:
@@ -192,6 +238,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                     f"server is at its limit of {self.config.max_streams} concurrent streams:"
                     " retry later or on another replica"
                 )
+            self._admit_peer(session)
             self.sessions.add(session)
             self._calls_changed()
             self.metrics.active_streams.inc()
@@ -214,6 +261,11 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             session.reader.cancel()
         if session.stream is not None:
             self.batcher.close(session.stream)  # frees the model state at once
+        if session.counted:
+            session.counted = False
+            self._per_peer[session.peer_ip] -= 1
+            if not self._per_peer[session.peer_ip]:
+                del self._per_peer[session.peer_ip]
         if session in self.sessions:
             self.sessions.discard(session)
             self.metrics.active_streams.dec()
@@ -315,6 +367,12 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             return StreamTimeoutError(
                 f"no audio for {self.config.idle_timeout_s:g} s: the stream was closed;"
                 " send audio continuously or half-close when done"
+            )
+        if s.stop_reason == "slow":
+            return StreamTimeoutError(
+                f"stream too slow: {s.slow_detail}, under this server's minimum of"
+                f" {self.config.min_audio_rate:.0%} of real time; send audio continuously"
+                " (or half-close when done)"
             )
         if s.stop_reason == "too_long":
             return ResourceExhaustedError(
