@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import ssl
 from pathlib import Path
 
 import grpc
@@ -26,7 +27,7 @@ from vadnet.model.streaming import StreamBank
 from vadnet.v1 import vad_pb2 as pb
 from vadnet.v1 import vad_pb2_grpc as pb_grpc
 
-from .auth import BearerTokenInterceptor, read_token
+from .auth import BearerTokenInterceptor, TokenFile
 from .batcher import Batcher
 from .config import ServerConfig
 from .metrics import Metrics
@@ -56,11 +57,24 @@ def _read(path: str, what: str) -> bytes:
         raise InvalidInputError(f"cannot read {what} {path}: {e}") from e
 
 
+def _check_pair(cert: str, key: str) -> None:
+    """gRPC reports a certificate that does not match its key only as "Failed to bind";
+    Python's ssl module says what is wrong."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise InvalidInputError(
+            f"--tls-cert {cert} and --tls-key {key} do not make a pair ({e.reason or e}):"
+            " give the key the certificate was issued for"
+        ) from e
+
+
 def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     """TLS credentials from the config, or None for plaintext."""
     if not cfg.tls_cert:
         return None
     pair = (_read(cfg.tls_key, "--tls-key"), _read(cfg.tls_cert, "--tls-cert"))
+    _check_pair(cfg.tls_cert, cfg.tls_key)
     ca = _read(cfg.tls_client_ca, "--tls-client-ca") if cfg.tls_client_ca else None
     return grpc.ssl_server_credentials(
         [pair], root_certificates=ca, require_client_auth=ca is not None
@@ -105,7 +119,7 @@ class VadServer:
         self.metrics_port: int | None = None
         interceptors = []
         if config.auth_token_file:
-            token = read_token(config.auth_token_file)
+            token = TokenFile(config.auth_token_file)
             interceptors.append(
                 BearerTokenInterceptor(
                     token, lambda: self.metrics.errors.labels("UNAUTHENTICATED").inc()

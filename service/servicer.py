@@ -281,9 +281,11 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             ) from e
         if first is grpc.aio.EOF:
             raise InvalidInputError("empty stream: send a config message, then audio")
-        if first.WhichOneof("request") != "config":
+        kind = first.WhichOneof("request")
+        if kind != "config":
             raise InvalidInputError(
-                "the first message must carry a config (sample_rate_hz, encoding), not audio"
+                "the first message must carry a config (sample_rate_hz, encoding), not "
+                + ("audio" if kind == "audio" else "nothing (an empty message)")
             )
         cfg = first.config
         s.encoding = encoding_name(cfg.encoding)
@@ -341,9 +343,12 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
 
     def _ingest(self, s: _Session, msg: pb.StreamingDetectRequest) -> None:
         """One audio message: decode -> resample -> submit (its arrays die on return)."""
-        if msg.WhichOneof("request") != "audio":
+        kind = msg.WhichOneof("request")
+        if kind != "audio":
             raise InvalidInputError(
                 "a second config arrived: send the config once, then only audio"
+                if kind == "config"
+                else "an empty message arrived: every message after the config carries audio"
             )
         x = decode_pcm(msg.audio, s.encoding, s.rate)
         s.input_samples += x.size
