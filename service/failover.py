@@ -109,6 +109,17 @@ class AudioLog:
                 raise AssertionError("replay start dropped from the log")  # a bug, not input
             return None
 
+    def keep(self, before: int, chunk: bytes | None) -> bool:
+        """Keep a chunk pulled when the log ended at ``before``, unless another call's
+        reader kept it first; False when the source has ended."""
+        if self.end != before:
+            return True  # the shared pull: the first reader to get it kept it
+        if chunk is None:
+            self.exhausted = True
+            return False
+        self.add(chunk)
+        return True
+
     def add(self, chunk: bytes) -> int:
         """Keep a chunk pulled from the source; returns its first sample."""
         if len(chunk) % self.sample_bytes:
@@ -230,16 +241,12 @@ def sync_requests(
         data = log.kept(cursor)
         if data is None:
             with log.pull_lock:  # one puller at a time: an abandoned call may still be here
-                if log.end > cursor or stop.is_set():
+                before = log.end
+                if before > cursor or stop.is_set():
                     continue  # another call's generator pulled it meanwhile
-                chunk = next(source, None)
-                if chunk is None:
-                    log.exhausted = True
+                if not log.keep(before, next(source, None)):
                     return
-                log.add(chunk)
-            delay = fo.pace_delay(cursor)
-            if delay > 0:
-                time.sleep(delay)
+            time.sleep(max(0.0, fo.pace_delay(cursor)))
             continue
         yield pb.StreamingDetectRequest(audio=data)
         cursor += len(data) // log.sample_bytes
@@ -275,18 +282,10 @@ async def async_requests(
     while True:
         data = log.kept(cursor)
         if data is None:
-            if log.exhausted:
-                return
             before = log.end
-            chunk = await source.next()
-            if log.end == before and not log.exhausted:  # the first to get it keeps it
-                if chunk is None:
-                    log.exhausted = True
-                    return
-                log.add(chunk)
-            delay = fo.pace_delay(cursor)
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if log.exhausted or not log.keep(before, await source.next()):
+                return
+            await asyncio.sleep(max(0.0, fo.pace_delay(cursor)))
             continue
         yield pb.StreamingDetectRequest(audio=data)
         cursor += len(data) // log.sample_bytes

@@ -4,6 +4,9 @@ gives the events and probabilities of the uninterrupted stream and of `vadnet de
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import grpc
 import numpy as np
 import pytest
@@ -11,10 +14,12 @@ import soundfile as sf
 from test_service_helpers import (
     DATA,
     PROB_TOL,
+    expect_error,
     expect_stream_error,
     offline,
     running_server,
     stub_for,
+    wait_until,
 )
 
 from vadnet.service.client import segments_from_events
@@ -102,3 +107,67 @@ async def test_resume_rejects_a_late_replay(model):
         odd.replay_from_sample += 1
         reqs = list(_requests(x, rate, odd.replay_from_sample, x.size, 320, odd))
         await expect_stream_error(port, reqs, grpc.StatusCode.INVALID_ARGUMENT, "replay point")
+
+
+async def test_async_client_resumes_on_the_other_replica_when_one_drains(model):
+    """AsyncVadClient on a two-address target, an async source at ~5x real time; the
+    replica holding the stream drains mid-way: the events equal offline detect."""
+    from vadnet.service.client import AsyncVadClient
+
+    x, rate = _long("speech_en.wav")
+    _, segments = offline(model, x, rate)
+    chunk = rate // 10
+    async with running_server(model) as (a, pa), running_server(model) as (b, pb_port):
+        sent = 0
+
+        async def source():
+            nonlocal sent
+            for i in range(0, x.size, chunk):
+                await asyncio.sleep(0.02)
+                sent = i
+                yield x[i : i + chunk].tobytes()
+
+        async def drain_holder():
+            while sent < 12 * rate:
+                await asyncio.sleep(0.05)
+            holder = a if a.servicer.sessions else b
+            assert holder.servicer.sessions
+            await holder.stop(1.0)
+            return holder
+
+        target = f"ipv4:127.0.0.1:{pa},127.0.0.1:{pb_port}"
+        async with AsyncVadClient(target) as client:
+            drained = asyncio.create_task(drain_holder())
+            got = [
+                r async for r in client.stream(source(), sample_rate_hz=rate, encoding="FLOAT32")
+            ]
+            holder = await drained
+        other = b if holder is a else a
+        assert other.servicer.metrics.streams._value.get() == 1  # it took the stream over
+    events = [e for r in got for e in r.events]
+    assert segments_from_events(events) == segments
+    assert got[-1].is_final and got[-1].summary.input_samples == x.size
+    assert not any(r.HasField("checkpoint") and not r.events and not r.is_final for r in got)
+
+
+async def test_a_non_resumable_stream_cut_by_a_drain_ends_unavailable(model):
+    from vadnet.service.client import VadClient
+
+    x, rate = _long("speech_en.wav")
+    async with running_server(model) as (server, port):
+
+        def run():
+            def slow():
+                for i in range(0, x.size, 1600):
+                    time.sleep(0.01)
+                    yield x[i : i + 1600].tobytes()
+
+            with VadClient(f"127.0.0.1:{port}") as client:
+                return list(
+                    client.stream(slow(), sample_rate_hz=rate, encoding="FLOAT32", resume=False)
+                )
+
+        call = asyncio.create_task(asyncio.to_thread(run))
+        await wait_until(lambda: server.servicer.sessions)
+        await server.stop(0.4)
+        await expect_error(call, grpc.StatusCode.UNAVAILABLE, "draining", "incomplete")
