@@ -87,12 +87,14 @@ def _channel_args(tls: TlsOptions | None) -> tuple[grpc.ChannelCredentials | Non
 #   (SIGSTOPped) server keeps its TCP connection open and would otherwise hang a call for
 #   ever; the server permits pings this often (server.py).
 # - round_robin over every address of the target (a multi-address `ipv4:` target, or DNS
-#   of a headless Service), skipping replicas whose health says NOT_SERVING (draining).
+#   of a headless Service), and for such targets, which reach replicas directly, skipping
+#   those whose health says NOT_SERVING (draining). Not for a plain host:port, which may
+#   be an L7 proxy: its health answer would come from whichever replica the proxy picked,
+#   and one draining replica would make the client shun the whole proxy.
 # - unary deadlines: GetModelInfo 10 s; Detect 120 s (a 600 s clip takes a few seconds on
 #   a CPU); both retried once elsewhere on UNAVAILABLE.
 _SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
-    "healthCheckConfig": {"serviceName": "vadnet.v1.VoiceActivity"},
     "methodConfig": [
         {
             "name": [{"service": "vadnet.v1.VoiceActivity", "method": method}],
@@ -108,13 +110,21 @@ _SERVICE_CONFIG = {
         for method, timeout in (("GetModelInfo", "10s"), ("Detect", "120s"))
     ],
 }
+_HEALTH_CHECK = {"healthCheckConfig": {"serviceName": "vadnet.v1.VoiceActivity"}}
 CHANNEL_DEFAULTS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     ("grpc.enable_retries", 1),
 )
+
+
+def service_config(target: str) -> str:
+    """The default service config for ``target`` (see above)."""
+    direct = target.startswith(("dns:", "ipv4:", "ipv6:")) and (
+        "," in target or target.startswith("dns:")
+    )
+    return json.dumps({**_SERVICE_CONFIG, **(_HEALTH_CHECK if direct else {})})
 
 
 def open_channel(
@@ -124,7 +134,8 @@ def open_channel(
     :data:`CHANNEL_DEFAULTS` under ``options``."""
     creds, opts = _channel_args(tls)
     given = {name for name, _ in [*opts, *options]}
-    opts = [*opts, *options, *(o for o in CHANNEL_DEFAULTS if o[0] not in given)]
+    defaults = [*CHANNEL_DEFAULTS, ("grpc.service_config", service_config(target))]
+    opts = [*opts, *options, *(o for o in defaults if o[0] not in given)]
     if creds:
         return api.secure_channel(target, creds, opts)
     return api.insecure_channel(target, opts)
