@@ -14,10 +14,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import soundfile as sf
 from test_service_helpers import DATA
+
+from vadnet.service.client import VadClient
 
 CLI = [sys.executable, "-m", "vadnet.service.cli"]
 
@@ -143,8 +146,14 @@ def test_a_frozen_server_fails_within_30_s_by_default(replicas, long_file):
     stopped = time.monotonic()
     try:
         _out, err = client.communicate(timeout=60)
+        assert client.returncode == 2, err
+        assert time.monotonic() - stopped < 30
+        assert "no answer" in err.strip().splitlines()[-1]
+        # unary calls have a default deadline too (GetModelInfo: 10 s)
+        start = time.monotonic()
+        with VadClient(f"127.0.0.1:{only.port}") as c, pytest.raises(grpc.RpcError) as e:
+            c.model_info()
+        assert e.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+        assert time.monotonic() - start < 15
     finally:
         os.kill(only.proc.pid, signal.SIGCONT)
-    assert client.returncode == 2, err
-    assert time.monotonic() - stopped < 30
-    assert "no answer" in err.strip().splitlines()[-1]
