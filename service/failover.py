@@ -35,6 +35,19 @@ from vadnet.v1 import vad_pb2 as pb
 # Codes a new call on another replica can fix. Anything else (INVALID_ARGUMENT,
 # UNAUTHENTICATED, RESOURCE_EXHAUSTED...) would fail the same way again.
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+def _status_lost(error: grpc.RpcError) -> bool:
+    """grpc.aio reports a call that the server ended while the client was still writing
+    as INTERNAL "Internal error from Core" (failed SendMessageOperation), whatever status
+    the server sent (grpc/grpc#36066). A live stream is always writing, so a drain's
+    UNAVAILABLE arrives like this: retry it (a real INTERNAL would fail the retries too)."""
+    if error.code() != grpc.StatusCode.INTERNAL:
+        return False
+    debug = getattr(error, "debug_error_string", lambda: "")() or ""
+    return "SendMessageOperation" in debug
+
+
 # Audio the server may hold without answering: it sends a checkpoint each 1 s of audio.
 _UNANSWERED_S = 1.5
 
@@ -209,7 +222,7 @@ class Failover:
             if stalled
             else f"{code.name}: {error.details()}"
         )
-        if code not in _RETRYABLE:
+        if code not in _RETRYABLE and not _status_lost(error):
             raise error
         self.failures += 1
         idle = time.monotonic() - self.last_progress
