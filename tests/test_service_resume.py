@@ -171,3 +171,30 @@ async def test_a_non_resumable_stream_cut_by_a_drain_ends_unavailable(model):
         await wait_until(lambda: server.servicer.sessions)
         await server.stop(0.4)
         await expect_error(call, grpc.StatusCode.UNAVAILABLE, "draining", "incomplete")
+
+
+async def test_streams_outlive_connection_age_by_resuming(model):
+    """max_connection_age with a short grace cuts streams (UNAVAILABLE 'max connection
+    age'); the client resumes each on a new connection and the result is still exact. (With
+    the default grace of an hour nothing is cut: GOAWAY only stops new calls.)"""
+    from vadnet.service.client import VadClient
+
+    x, rate = _long("speech_en.wav")
+    _, segments = offline(model, x, rate)
+    cfg = {"max_connection_age_s": 2.0, "max_connection_age_grace_s": 0.5}
+    async with running_server(model, **cfg) as (server, port):
+
+        def run():
+            def source():  # about 5x real time
+                for i in range(0, x.size, 1600):
+                    time.sleep(0.02)
+                    yield x[i : i + 1600].tobytes()
+
+            with VadClient(f"127.0.0.1:{port}") as client:
+                return list(client.stream(source(), sample_rate_hz=rate, encoding="FLOAT32"))
+
+        got = await asyncio.to_thread(run)
+        calls = server.metrics.streams._value.get()
+    assert calls >= 2  # it was cut at least once
+    assert segments_from_events([e for r in got for e in r.events]) == segments
+    assert got[-1].summary.input_samples == x.size
