@@ -53,19 +53,22 @@ def _gone(pid: int, timeout: float) -> bool:
     return False
 
 
+def _refused_workers(port: int) -> str:
+    """`serve --workers 2 --port PORT` must fail at once; its last stderr line."""
+    r = subprocess.run(
+        [*SERVE, "--workers", "2", "--port", str(port)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode != 0
+    return r.stderr.strip().splitlines()[-1]
+
+
 def test_workers_refuse_a_port_in_use():
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        r = subprocess.run(
-            [*SERVE, "--workers", "2", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert r.returncode != 0
-    assert f"port {port} on 127.0.0.1 is already in use" in r.stderr.strip().splitlines()[-1]
+        line = _refused_workers(port)
+    assert f"port {port} on 127.0.0.1 is already in use" in line
 
 
 def test_second_workers_instance_is_refused_and_workers_die_with_their_parent():
@@ -78,14 +81,8 @@ def test_second_workers_instance_is_refused_and_workers_die_with_their_parent():
     try:
         for _ in range(2):
             _serving(first)
-        second = subprocess.run(
-            [*SERVE, "--workers", "2", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode != 0
-        assert "already in use" in second.stderr or "holds port" in second.stderr
+        line = _refused_workers(port)
+        assert "already in use" in line or "holds port" in line
         workers = _children(first.pid)
         assert len(workers) >= 2
         first.kill()  # SIGKILL: no chance to forward anything
