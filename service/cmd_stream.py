@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stall-timeout",
         type=float,
         default=8.0,
-        help="give up on a server that answers nothing this long (frozen); default 8",
+        help="abandon (and retry) a call whose server answers nothing this long (frozen);"
+        " give up after 3 times this without progress; default 8",
     )
     parser.add_argument(
         "--retries",
