@@ -22,9 +22,10 @@ RUN apt-get update \
         --shell /usr/sbin/nologin vadnet
 
 # Stage 1: the vadnet wheel, with the bundled model (model/weights/*.pt) as package data.
+# The root __init__.py is the `vadnet` package itself (the Python API, `import vadnet`).
 FROM python AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md __init__.py ./
 COPY model ./model
 COPY service ./service
 # setuptools/wheel versions are pinned by the wheelhouse, which holds exactly one of each.

@@ -38,37 +38,26 @@ class ClipGroup:
 
     name: str
     clips: list[np.ndarray] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    recordings: list[str] = field(default_factory=list)  # file name of each piece's clip
 
     @property
     def seconds(self) -> float:
         return sum(c.size for c in self.clips) / SR
 
 
-def load_dev(cache_dir: str, count: int, seed: int = 0, example_s: float | None = None) -> DevSet:
-    """The fixed dev set of ``count`` 6 s mixtures, as training builds it (or the same
-    protocol's mixtures of ``example_s`` seconds: the dev mixer takes the training mix's
-    example length, and nothing else from it)."""
+def load_dev(cache_dir: str, count: int, seed: int = 0) -> DevSet:
+    """The fixed dev set of ``count`` 6 s mixtures, as training builds it."""
     from vadnet.model.training.data import fixed_set
     from vadnet.model.training.train import TrainConfig, make_mixers
 
-    mix = {} if example_s is None else {"example_s": example_s}
-    _, dev_mixer = make_mixers(TrainConfig(cache_dir=cache_dir, seed=seed, mix=mix))
+    _, dev_mixer = make_mixers(TrainConfig(cache_dir=cache_dir, seed=seed))
     audio, labels = fixed_set(dev_mixer, count, seed)
     return DevSet(audio.astype(np.float32), labels.astype(np.float32))
 
 
 # compare.py's held-out backgrounds (its full run's defaults): pieces of at most 30 s,
 # 300 s of music and 300 s of other noise, each piece at -20 dBFS RMS, the mixer's central
-# level. The per-model benches score exactly these frames, so their FA music is compare's.
+# level, so that a result does not depend on how loud a recording happened to be.
 PIECE_S, GROUP_S, LEVEL_DBFS = 30.0, 300.0, -20.0
-LEVEL = 10 ** (LEVEL_DBFS / 20)  # the same level as an RMS amplitude: 0.1
-
-
-def compare_backgrounds(cache_dir: str) -> tuple[ClipGroup, ClipGroup]:
-    """compare.py's default (music, noise) groups: ``load_backgrounds`` at the values above."""
-    return load_backgrounds(cache_dir, PIECE_S, GROUP_S, LEVEL_DBFS)
 
 
 def load_backgrounds(
@@ -76,10 +65,8 @@ def load_backgrounds(
     max_clip_s: float,
     max_total_s: float,
     level_dbfs: float | None = LEVEL_DBFS,
-    split: str = "dev",
 ) -> tuple[ClipGroup, ClipGroup]:
     """Dev-split music pieces and other (sfx/ambient) noise pieces -> (music, noise).
-    (``split="train"``: the training split's, for fit diagnostics only, never a score.)
 
     Each clip is cut into consecutive pieces of at most ``max_clip_s``; pieces are taken
     round-robin over the clips (first piece of every clip, then second pieces...) until
@@ -89,7 +76,7 @@ def load_backgrounds(
     from vadnet.model.training.sources import load_cache
 
     _, noise = load_cache(cache_dir)
-    dev = noise.select(split)
+    dev = noise.select("dev")
     piece = int(max_clip_s * SR)
     groups = {"music": ClipGroup("music"), "noise": ClipGroup("noise")}
     todo = {"music": [], "noise": []}
@@ -108,16 +95,7 @@ def load_backgrounds(
             if level_dbfs is not None:
                 x = np.clip(x * (10 ** (level_dbfs / 20) / rms), -1.0, 1.0)
             group.clips.append(x.astype(np.float32))
-            group.sources.append(dev.clips[i]["source"])
-            group.recordings.append(dev.clips[i]["path"].rsplit("/", 1)[-1])
     return groups["music"], groups["noise"]
-
-
-def add_model_arguments(ap: argparse.ArgumentParser) -> None:
-    """The flags every per-model bench shares: --cache-dir, --model (repeatable), --out."""
-    ap.add_argument("--cache-dir", default="cache/sources")
-    ap.add_argument("--model", action="append", help="checkpoint (repeat); default bundled")
-    ap.add_argument("--out", help="also write the results as JSON here")
 
 
 def model_paths(args: argparse.Namespace) -> list[str]:
@@ -125,13 +103,3 @@ def model_paths(args: argparse.Namespace) -> list[str]:
     from vadnet.model.checkpoint import bundled_path
 
     return args.model or [str(bundled_path())]
-
-
-def frame_probs(model, clips) -> np.ndarray:
-    """All frames' P(speech) over ``clips`` (each (T,) or an (N, T) batch), flattened."""
-    import torch
-
-    with torch.inference_mode():
-        return np.concatenate(
-            [model(torch.from_numpy(np.atleast_2d(x))).numpy().ravel() for x in clips]
-        )

@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _helpers next to this file
 
+import _userpaths  # noqa: E402
 from _data import (  # noqa: E402
     GROUP_S,
     HOP_S,
@@ -61,6 +62,8 @@ QUICK = {
     "max_clip_s": 10.0,
     "streams": 4,
     "batch": 4,
+    "user_files": 2,
+    "user_file_s": (6.0, 12.0),
 }
 FULL = {
     "dev_examples": 400,  # what training evaluates on: 40 min of mixtures
@@ -68,6 +71,8 @@ FULL = {
     "max_clip_s": PIECE_S,
     "streams": 256,
     "batch": 32,
+    "user_files": 40,  # ~27 min of audio through each user path
+    "user_file_s": (20.0, 60.0),  # real calls and clips, long enough that per-file costs show
 }
 
 
@@ -82,15 +87,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, help="vadnet streams advanced together (256)")
     p.add_argument("--chunk-ms", type=int, default=100, help="streaming chunk length")
     p.add_argument("--batch", type=int, help="clips per call in the batched offline pass (32)")
+    p.add_argument("--user-files", type=int, help="files for the user-path timings (40)")
     p.add_argument("--webrtc-frame-ms", type=int, default=30, choices=(10, 20, 30))
     p.add_argument("--out", default="bench/results/compare.json", help="JSON results")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     args = p.parse_args(argv)
     for k, v in (QUICK if args.quick else FULL).items():
-        if getattr(args, k) is None:
+        if getattr(args, k, None) is None:
             setattr(args, k, v)
-    if args.dev_examples < 1 or args.streams < 1 or args.batch < 1 or args.chunk_ms < 1:
-        p.error("--dev-examples, --streams, --batch and --chunk-ms must be >= 1")
+    if min(args.dev_examples, args.streams, args.batch, args.chunk_ms, args.user_files) < 1:
+        p.error("--dev-examples, --streams, --batch, --chunk-ms and --user-files must be >= 1")
     return args
 
 
@@ -396,9 +402,13 @@ def run(argv: list[str] | None) -> int:
             vadnet_dev = probs
     log(f"streaming: {args.streams} streams x {args.chunk_ms} ms chunks ...")
     stream = evaluate_streaming(model, dev, vadnet_dev, args.streams, args.chunk_ms)
+    log(f"user paths: {args.user_files} files through detect, streaming and ONNX ...")
+    user = _userpaths.run(model, dev.audio, args.user_files, args.chunk_ms, args.user_file_s)
     ratios, targets = ratios_and_targets(res, stream)
+    ratios.update(user["ratios"])
 
     table = markdown(res, stream, args.streams, args.chunk_ms, args.batch)
+    user_table = _userpaths.markdown(user)
     lines = [
         f"Command: `{command}`",
         f"Model: {args.model or bundled_path()} (version {model_version(args.model)})",
@@ -407,6 +417,10 @@ def run(argv: list[str] | None) -> int:
         f"Audio: dev {dev.seconds:.0f} s ({len(dev.audio)} x 6 s mixtures, "
         f"{100 * dev.labels.mean():.1f}% speech frames); music {music.seconds:.0f} s "
         f"({len(music.clips)} clips); other noise {noise.seconds:.0f} s ({len(noise.clips)} clips)",
+        "",
+        user_table,
+        "Accuracy, and the bare forward pass (`model(x)` on decoded clips, no decoding or "
+        "segmenting), on the same dev set:",
         "",
         table,
         "FA = share of 16 ms frames called speech on speech-free clips; x real time = audio s "
@@ -443,9 +457,10 @@ def run(argv: list[str] | None) -> int:
         },
         "systems": res,
         "vadnet_streaming": stream,
+        "user_paths": user,
         "ratios": ratios,
         "targets": targets,
-        "markdown": table,
+        "markdown": user_table + "\n" + table,
     }
     out.write_text(json.dumps(finite_or_none(blob), indent=1) + "\n")
     # The same report as Markdown beside it, so the two can never disagree.

@@ -3,7 +3,7 @@
     python bench/loadtest.py --spawn --server-cpus 0 --client-cpus 1 \\
         --chunk-ms 100 --duration-s 20 --ramp 100:50:600
 
-See ``docs/service.md`` ("Benchmark") for the table and how it was made.
+The bundled model's runs are in ``bench/results/loadtest.md``; bench/README.md says more.
 """
 
 from __future__ import annotations

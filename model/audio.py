@@ -197,7 +197,7 @@ class Audio:
         return self.num_input_samples / self.input_rate_hz
 
 
-def _to_audio(x: np.ndarray, rate: int, name: str) -> Audio:
+def audio_from_samples(x: np.ndarray, rate: int, name: str) -> Audio:
     """(n,) or (n, channels) float at ``rate`` -> Audio (checked, downmixed, resampled)."""
     if x.ndim == 2:
         x = x.mean(axis=1, dtype=np.float64) if x.shape[1] > 1 else x[:, 0]
@@ -288,7 +288,7 @@ def load_audio(path: str | Path) -> Audio:
     downmix channels by their mean and resample to 16 kHz."""
     path = Path(path)
     x, rate = read_samples(path)
-    audio = _to_audio(x, rate, str(path))
+    audio = audio_from_samples(x, rate, str(path))
     logger.debug("loaded %s: %s samples at %s Hz", path, audio.num_input_samples, rate)
     return audio
 
@@ -298,7 +298,7 @@ def load_audio_bytes(data: bytes) -> Audio:
     if not data:
         raise InvalidInputError("the audio file is empty (0 bytes)")
     x, rate = _read(io.BytesIO(bytes(data)), "the uploaded file")
-    return _to_audio(x, rate, "the uploaded file")
+    return audio_from_samples(x, rate, "the uploaded file")
 
 
 def decode_audio(data: bytes, encoding: str, sample_rate_hz: int) -> Audio:

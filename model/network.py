@@ -294,6 +294,16 @@ class VadNet(nn.Module):
         return torch.sigmoid(self.forward_logits(x))
 
 
+def exact_float32_on(device: torch.device | str) -> None:
+    """On CUDA, keep float32 convolutions and matrix products in float32. Why: cuDNN runs
+    float32 convolutions in TF32 by default (10 mantissa bits, ~1e-3 relative), which
+    would break streaming == offline (1e-5) and CUDA == CPU (1e-4). The cost is small for
+    a net this size. Process-wide, as torch's switches are; a no-op on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 @torch.no_grad()
 def fold_batchnorm(model: VadNet) -> VadNet:
     """An eval-only copy of ``model`` with every BatchNorm folded into a neighbouring conv.

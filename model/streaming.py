@@ -15,7 +15,7 @@ Why B's caches are rings: a kernel-3 layer of dilation ``d`` caches ``2 d`` colu
 reads only ``2 n`` of them when a stream moves ``n`` frames (a 100 ms chunk is ~6 frames;
 ``d`` goes up to 128). Shifting a linear cache copies all ``2 d`` columns on every call, so
 the cost per chunk grew with the context: with 4 s of it (``--grow-b 32 64``) a 100 ms
-chunk cost 2.4-3.1 times what it cost with 1 s (bench/results/stream_step.md). A ring is
+chunk cost 2.4-3.1 times what it cost with 1 s (docs/experiments.md, "Server"). A ring is
 read at the ``2 n`` columns a call needs and written at the ``n`` new ones, whatever ``d``
 is: 1.2 times.
 
@@ -26,9 +26,11 @@ on the right, so the last frames come out too.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,7 +40,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from .errors import InvalidInputError
-from .network import LayerB, VadNet, fold_batchnorm
+from .network import LayerB, VadNet, exact_float32_on, fold_batchnorm
 
 logger = logging.getLogger("vadnet")
 
@@ -86,11 +88,14 @@ class NetState:
         for t in self.per_slot():
             t.index_fill_(0, idx, value)
 
-    def copy_from(self, other: NetState) -> None:
-        """Copy all of ``other``'s slots into this (larger) bank's first slots."""
-        idx = torch.arange(other.capacity, device=self.a.device)
+    def copy_rows_from(self, other: NetState, rows: Sequence[int]) -> None:
+        """Copy ``other``'s slots ``rows`` into this bank's first ``len(rows)`` slots."""
+        if not rows:
+            return
+        src_idx = torch.tensor(list(rows), device=self.a.device)
+        dst_idx = torch.arange(len(rows), device=self.a.device)
         for dst, src in zip(self.per_slot(), other.per_slot(), strict=True):
-            dst.index_copy_(0, idx, src)
+            dst.index_copy_(0, dst_idx, src.index_select(0, src_idx))
 
     def bytes_per_stream(self) -> int:
         return sum(t[0].numel() * t.element_size() for t in self.per_slot())
@@ -206,6 +211,11 @@ class StreamBank:
     Slots are opened and closed by the caller (the server's batcher opens one per RPC).
     Methods are thread-safe, so slots can be opened on the event loop while a worker
     thread runs :meth:`advance`.
+
+    Memory follows the number of open streams both ways: the state tensors double when
+    full and halve when at most a quarter is in use (not below ``capacity``; the gap
+    between the two bounds keeps a bank near one size from resizing back and forth). A
+    slot is a stable id; the row it occupies in the tensors moves when the bank shrinks.
     """
 
     def __init__(
@@ -215,16 +225,22 @@ class StreamBank:
         capacity: int = 64,
         trace: bool = True,
     ) -> None:
-        # BatchNorms folded into the convs: the same function in fewer ops per pass.
-        self.model = fold_batchnorm(model).to(device).eval()
+        if capacity < 1:
+            raise InvalidInputError(f"capacity must be >= 1, got {capacity}")
         self.device = torch.device(device)
+        # BatchNorms folded into the convs, and the step traced: shared by every bank of
+        # this model (a trace costs ~65 ms and TorchScript never frees it).
+        self.model, step = _prepared(model, self.device, trace)
         self._dtype = next(self.model.parameters()).dtype
-        # trace=False runs the same step eagerly (for debugging, and to test the trace).
-        self._step = _traced_step(self.model, self.device) if trace else _BankStep(self.model)
+        self._step = step
         self._lock = threading.Lock()
+        self._min_capacity = capacity
         self._state = NetState.zeros(self.model, capacity, self.device)
         self._hosts: dict[int, _Host] = {}
-        self._free = list(range(capacity - 1, -1, -1))
+        self._rows: dict[int, int] = {}  # slot id -> row of the state tensors
+        self._free_rows = list(range(capacity - 1, -1, -1))
+        self._free_ids: list[int] = []
+        self._next_id = 0
         self._pin = self.device.type == "cuda"
 
     # --- slots -----------------------------------------------------------------------
@@ -239,13 +255,22 @@ class StreamBank:
         """Device state per stream plus the largest host buffer (one hop less a sample)."""
         return self._state.bytes_per_stream() + 4 * (self.model.hop_samples - 1)
 
+    def state_bytes(self) -> int:
+        """Bytes the state tensors hold now, for every row, open or free."""
+        return sum(t.numel() * t.element_size() for t in self._state.tensors())
+
     def open(self) -> int:
         """A new stream at sample 0; returns its slot."""
         with self._lock:
-            if not self._free:
-                self._grow()
-            slot = self._free.pop()
-            self._state.fill_(torch.tensor([slot], device=self.device))
+            if not self._free_rows:
+                self._resize(2 * self.capacity)
+            row = self._free_rows.pop()
+            self._state.fill_(torch.tensor([row], device=self.device))
+            if self._free_ids:
+                slot = self._free_ids.pop()
+            else:
+                slot, self._next_id = self._next_id, self._next_id + 1
+            self._rows[slot] = row
             self._hosts[slot] = _Host()
             return slot
 
@@ -253,14 +278,21 @@ class StreamBank:
         """Start the stream in ``slot`` again at sample 0."""
         with self._lock:
             self._host(slot)
-            self._state.fill_(torch.tensor([slot], device=self.device))
+            self._state.fill_(torch.tensor([self._rows[slot]], device=self.device))
             self._hosts[slot] = _Host()
 
     def close(self, slot: int) -> None:
         """Free ``slot`` at once (a client that went away)."""
         with self._lock:
-            if self._hosts.pop(slot, None) is not None:
-                self._free.append(slot)
+            if self._hosts.pop(slot, None) is None:
+                return
+            self._free_rows.append(self._rows.pop(slot))
+            self._free_ids.append(slot)
+            target = self.capacity
+            while target // 2 >= self._min_capacity and len(self._hosts) <= target // 4:
+                target //= 2
+            if target < self.capacity:
+                self._resize(target)
 
     def _host(self, slot: int) -> _Host:
         try:
@@ -268,13 +300,19 @@ class StreamBank:
         except KeyError as e:
             raise InvalidInputError(f"stream slot {slot} is not open") from e
 
-    def _grow(self) -> None:
+    def _resize(self, capacity: int) -> None:
+        """New state tensors of ``capacity`` rows; open streams move to the first rows."""
         old = self._state
-        n = old.a.shape[0]
-        self._state = NetState.zeros(self.model, 2 * n, self.device)
-        self._state.copy_from(old)
-        self._free.extend(range(2 * n - 1, n - 1, -1))
-        logger.debug("stream bank grown to %s slots", 2 * n)
+        slots = sorted(self._rows, key=self._rows.__getitem__)
+        self._state = NetState.zeros(self.model, capacity, self.device)
+        self._state.copy_rows_from(old, [self._rows[s] for s in slots])
+        self._rows = {s: r for r, s in enumerate(slots)}
+        self._free_rows = list(range(capacity - 1, len(slots) - 1, -1))
+        shrunk = capacity < old.capacity
+        del old
+        if shrunk:
+            _give_back_freed_memory()
+        logger.debug("stream bank resized to %s slots (%s open)", capacity, len(slots))
 
     # --- compute ---------------------------------------------------------------------
     def advance(
@@ -344,7 +382,7 @@ class StreamBank:
             x[r, : b.size] = b
         xt = torch.from_numpy(x)
         n = torch.tensor(n_hops, dtype=torch.int64)
-        idx = torch.tensor(list(slots), dtype=torch.int64)
+        idx = torch.tensor([self._rows[s] for s in slots], dtype=torch.int64)
         done = torch.tensor(frames_done, dtype=torch.int64)
         if self._pin:
             xt, n, idx, done = (t.pin_memory() for t in (xt, n, idx, done))
@@ -374,6 +412,38 @@ def _traced_step(model: VadNet, device: torch.device) -> torch.nn.Module:
         # graphs need ahead-of-time compilation to run; tracing is what runs here as is.
         warnings.simplefilter("ignore")
         return torch.jit.trace(step, example, check_trace=False)
+
+
+# Per model: its folded copy and step, made once per device and weights (see StreamBank).
+_PREPARED: weakref.WeakKeyDictionary[VadNet, dict] = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+def _prepared(model: VadNet, device: torch.device, trace: bool) -> tuple[VadNet, nn.Module]:
+    """``model``'s BatchNorm-folded copy on ``device`` and its (traced) step, cached while
+    the weights stay the same: torch bumps a tensor's ``_version`` on in-place writes."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    weights = tuple((t.dtype, t._version) for t in tensors)
+    with _PREPARED_LOCK:
+        per_model = _PREPARED.setdefault(model, {})
+        key = (str(device), trace)
+        cached = per_model.get(key)
+        if cached is None or cached[0] != weights:
+            exact_float32_on(device)
+            folded = fold_batchnorm(model).to(device).eval()
+            step = _traced_step(folded, device) if trace else _BankStep(folded)
+            cached = per_model[key] = (weights, folded, step)
+        return cached[1], cached[2]
+
+
+def _give_back_freed_memory() -> None:
+    """Ask glibc to return freed heap pages to the OS. Why: state tensors under glibc's
+    mmap threshold (which grows to 32 MB as large blocks are freed) live on the heap,
+    and free() keeps those pages, so a bank that shrank would not shrink the process."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to ask
+        pass
 
 
 class StreamingVAD:

@@ -1,7 +1,7 @@
 """``vadnet detect FILE``: offline speech segments of an audio file.
 
-load_audio -> the model over the whole signal (exact streaming bank, 60 s at a time) ->
-segment_probs -> format_segments. ``vadnet stream --format`` prints through the same
+load_audio -> the offline forward over the whole signal (model/inference.py: exact, 60 s
+slices) -> segment_probs -> format_segments. ``vadnet stream --format`` prints through the same
 formatter, so the two outputs can be diffed.
 
 This module also holds the small argument helpers that the other offline commands
@@ -44,6 +44,31 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    # One thread by default: a file is ~2,000x real time on one core already, and a
+    # pipeline usually runs one detect per core; torch would otherwise take every core.
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU threads for inference (default %(default)s)",
+    )
+
+
+def load_model_for(args: argparse.Namespace):
+    """The model ``--model`` names (bundled by default), with ``--threads`` applied."""
+    import torch
+
+    from vadnet.model.checkpoint import load_model
+    from vadnet.model.errors import InvalidInputError
+
+    if args.threads < 1:
+        raise InvalidInputError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    return load_model(args.model)
+
+
 def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("segmenter (Silero VAD's knobs)")
     for name, kind, help_ in SEGMENTER_FLAGS:
@@ -67,10 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probs",
         action="store_true",
-        help='print {"hop_s", "probs", "cpu_s"} as one JSON object instead of segments',
+        help='print {"hop_s", "probs", "cpu_s", "threads"} as one JSON object instead of segments (cpu_s: CPU time of inference alone)',
     )
     parser.add_argument("--plot", metavar="PNG", help="draw waveform, P(speech) and segments")
     add_model_argument(parser)
+    add_threads_argument(parser)
     add_segmenter_arguments(parser)
     raw = parser.add_argument_group("headerless input")
     raw.add_argument(
@@ -104,19 +130,24 @@ def run(args: argparse.Namespace) -> int:
     options = segmenter_options_from_args(args)
     audio = _load(args)
 
-    from vadnet.model.checkpoint import load_model
-    from vadnet.model.inference import frame_probs
+    from vadnet.model.inference import runner_for
 
-    model = load_model(args.model)
+    model = load_model_for(args)
+    runner = runner_for(model)  # outside the timing: cpu_s counts inference only
     hop_s = model.hop_samples / model.sample_rate
     t0 = time.process_time()
-    probs = frame_probs(model, audio.samples)
+    probs = runner.probs(audio.samples)
     cpu_s = time.process_time() - t0
     segments = segment_probs(probs, options, hop_s, audio.input_rate_hz, audio.num_input_samples)
     if args.plot:
         plot_detection(args.plot, audio, probs, hop_s, segments, options.threshold)
     if args.probs:
-        payload = {"hop_s": hop_s, "probs": [float(p) for p in probs], "cpu_s": cpu_s}
+        payload = {
+            "hop_s": hop_s,
+            "probs": [float(p) for p in probs],
+            "cpu_s": cpu_s,
+            "threads": args.threads,
+        }
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
         sys.stdout.write(format_segments(segments, args.format, file_id=Path(args.file).stem))

@@ -8,7 +8,7 @@ import json
 import math
 import sys
 
-from .cmd_detect import add_model_argument, one_line_errors
+from .cmd_detect import add_model_argument, add_threads_argument, load_model_for, one_line_errors
 
 COLUMNS = ("auc", "f1", "miss_rate", "false_alarm_rate")
 
@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one_line_errors(parser)
     parser.add_argument("manifest", help="CSV (path,start_s,end_s) or JSON manifest")
     add_model_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="speech threshold for F1/miss/FA (0.5)"
     )
@@ -50,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     read_manifest(args.manifest)  # a bad manifest fails before torch is imported
 
-    from vadnet.model.checkpoint import load_model
-
-    report = evaluate(load_model(args.model), args.manifest, args.threshold)
+    report = evaluate(load_model_for(args), args.manifest, args.threshold)
     if args.format == "json":
         sys.stdout.write(json.dumps(_json_safe(report), indent=2) + "\n")
     else:

@@ -1,12 +1,12 @@
-"""bench/compare.py runs end to end on a tiny cache built from tests/data, so it cannot rot.
+"""bench/compare.py and bench/stream_step.py run end to end on tiny inputs (a cache built
+from tests/data), so they cannot rot.
 
-The numbers themselves come from the full run (see bench/README.md), never from here.
+The numbers themselves come from the full runs (see bench/README.md), never from here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +21,11 @@ SYSTEMS = {"vadnet", "silero-onnx", "silero-jit", "webrtc-0", "webrtc-1", "webrt
 
 
 def tiny_cache(root: Path, data_dir: Path) -> Path:
-    """Speech (one train, one dev copy), a dev pink-noise clip, a dev 'music' clip and a
-    training one (the same chords an octave down)."""
+    """Speech (one train, one dev copy), a dev pink-noise clip and a dev 'music' clip."""
     t = np.arange(4 * 16000) / 16000
     notes = 220 * 2 ** (np.floor(t * 4) % 8 / 12)  # a scale, 250 ms per note
     chords = sum(np.sin(2 * np.pi * h * notes * t) / h for h in (1, 2, 3, 5))
     sf.write(root / "music.wav", (0.1 * chords).astype(np.float32), 16000)
-    sf.write(root / "music_train.wav", (0.1 * chords[::2]).astype(np.float32), 8000)
     speech = {"kind": "speech", "source": "espeak-test", "lang": "en"}
     items = [
         {**speech, "path": str(data_dir / "speech_en.wav"), "speaker": "a", "split": "train"},
@@ -44,13 +42,6 @@ def tiny_cache(root: Path, data_dir: Path) -> Path:
             "source": "tones",
             "path": str(root / "music.wav"),
             "split": "dev",
-            "noise_kind": "music",
-        },
-        {
-            "kind": "noise",
-            "source": "tones-train",
-            "path": str(root / "music_train.wav"),
-            "split": "train",
             "noise_kind": "music",
         },
     ]
@@ -90,6 +81,12 @@ def test_compare_quick_run_reports_every_system(tmp_path, data_dir):
     # The streaming pass reproduces the offline one (StreamBank is exact).
     assert res["vadnet_streaming"]["max_abs_diff_vs_offline"] < 1e-4
     assert res["vadnet_streaming"]["state_bytes_per_stream"] > 0
+    # The paths users run, each beside Silero's, with their ratios.
+    user = res["user_paths"]
+    assert {r["path"] for r in user["rows"]} == {"file", "stream", "onnx"}
+    assert all(r["xrt"] > 0 for r in user["rows"]) and len(user["rows"]) == 8
+    assert all(res["ratios"][k] > 0 for k in user["ratios"])
+    assert "| file | vadnet.detect(path) |" in proc.stdout
     # the Markdown report beside the JSON is the printed one
     assert (tmp_path / "compare.md").read_text() == proc.stdout
 
@@ -118,67 +115,6 @@ def test_false_segments_count_what_the_segmenter_emits():
     assert abs(got["share"] - (1.6 + 0.06) / 120) < 1e-6
 
 
-def test_music_fa_maps_false_alarms_by_recording_and_by_synthetic_kind(tmp_path, data_dir):
-    cache = tiny_cache(tmp_path, data_dir)
-    out = tmp_path / "music_fa.json"
-    proc = run_bench("music_fa.py", cache, out, "--clips", "2", "--training-music")
-    (counts,) = json.loads(out.read_text())["results"].values()
-    assert set(counts) == {
-        "held-out music.wav",
-        "synthetic lead",
-        "synthetic notes",
-        "synthetic melody",
-        "training music (fit only) tones-train",  # the training split's, and only there
-    }
-    assert counts["training music (fit only) tones-train"][1] == 4 * 16000 // 256
-    assert counts["held-out music.wav"][1] == 4 * 16000 // 256  # the whole 4 s clip
-    for kind in ("lead", "notes", "melody"):
-        hits, frames = counts[f"synthetic {kind}"]
-        assert frames == 2 * 375 and 0 <= hits <= frames
-    assert "| synthetic lead | 12 |" in proc.stdout
-
-
-def test_threshold_sweep_trades_dev_recall_for_false_alarms(tmp_path, data_dir):
-    cache = tiny_cache(tmp_path, data_dir)
-    out = tmp_path / "sweep.json"
-    caps = ("--cap", "0.02", "--cap", "0.5")
-    proc = run_bench("threshold_sweep.py", cache, out, "--dev-examples", "3", *caps)
-    (result,) = json.loads(out.read_text())["results"].values()
-    rows = result["rows"]
-    assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
-    assert rows[0]["threshold"] == 0.5 and 0.0 < result["music_max"] < 1.0
-    # a higher threshold never calls more frames speech
-    # (late ms: the 3 dev mixtures hold speech ends, so it is defined)
-    assert all(math.isfinite(r["dev_late_ms"]) for r in rows)
-    for key in ("dev_recall", "dev_late_ms", "fa_music", "fa_noise"):
-        assert all(a[key] >= b[key] for a, b in zip(rows, rows[1:], strict=False)), key
-    # at matched recall, each model sits at the threshold that gives the asked dev recall
-    assert [round(r["dev_recall"], 2) for r in result["matched"]] == [0.75, 0.8]
-    assert "| 0.500 |" in proc.stdout and "At matched dev recall" in proc.stdout
-    # exact calibration's threshold, one per --cap: within its range, and under its cap
-    # when it can judge (NaN: no speech-free example); a looser cap never sits higher
-    tight, loose = result["calibrated"]
-    assert (tight["cap"], loose["cap"]) == (0.02, 0.5) and "exact calibration picks" in proc.stdout
-    for cal in (tight, loose):
-        assert 0.01 <= cal["threshold"] <= 0.99 and not cal["dev_free_fa"] > cal["cap"]
-    assert loose["threshold"] <= tight["threshold"]
-
-
-def test_fa_neighbours_votes_for_the_training_speech_sources(tmp_path, data_dir):
-    cache = tiny_cache(tmp_path, data_dir)
-    out = tmp_path / "nn.json"
-    args = ("--clips", "1", "--threshold", "0", "--k", "3")
-    proc = run_bench("fa_neighbours.py", cache, out, *args)
-    (result,) = json.loads(out.read_text())["results"].values()
-    # threshold 0: every frame of the 4 s music clip is a "false alarm" with neighbours
-    assert result["false_alarms"] == 4 * 16000 // 256 and result["speech_frames"] > 0
-    (source,) = result["sources"].values()  # one training speech source: all the votes
-    assert source["votes"] == 1.0 and source["ratio"] == 1.0
-    assert "| espeak-test |" in proc.stdout
-    folders = run_bench("fa_neighbours.py", cache, out, *args, "--by", "folder")
-    assert "| espeak-test:data |" in folders.stdout  # the source, then the file's folder
-
-
 def test_stream_step_costs_each_model_side_by_side(tmp_path):
     """The bundled model against a copy grown a 2 s layer: two rows, ratios to the first."""
     from vadnet.model.checkpoint import bundled_path, load_model, save_checkpoint
@@ -194,36 +130,3 @@ def test_stream_step_costs_each_model_side_by_side(tmp_path):
     assert big["state_bytes"] - small["state_bytes"] == 4 * 64 * 2 * 128
     assert small["us_per_chunk"] > 0 and big["us_per_chunk"] > 0
     assert "| 1.00 |" in proc.stdout and "µs per chunk" in proc.stdout
-
-
-def test_long_streams_scores_the_same_frames_alone_and_joined(tmp_path, data_dir):
-    cache = tiny_cache(tmp_path, data_dir)
-    out = tmp_path / "long.json"
-    args = ("--dev-examples", "4", "--join", "2", "--long-examples", "1", "--long-s", "12")
-    proc = run_bench("long_streams.py", cache, out, *args)
-    (result,) = json.loads(out.read_text())["results"].values()
-    assert set(result) == {"context_s", "6 s", "joined", "long"}
-    for view in ("6 s", "joined", "long"):
-        assert set(result[view]) == {"auc", "f1", "precision", "recall"}
-    # a 12 s mixture of this cache holds speech, so recall is defined
-    assert 0.0 <= result["long"]["recall"] <= 1.0
-    assert "| model | context | ROC-AUC 6 s | joined | long |" in proc.stdout
-
-
-def test_calibration_draws_scores_each_size_and_draw_on_the_same_dev_set(tmp_path, data_dir):
-    cache = tiny_cache(tmp_path, data_dir)
-    out = tmp_path / "draws.json"
-    args = ("--examples", "3", "--examples", "6", "--draws", "2", "--dev-examples", "4")
-    proc = run_bench("calibration_draws.py", cache, out, *args)
-    rows = json.loads(out.read_text())["rows"]
-    assert sorted((r["examples"], r["draw"]) for r in rows) == [(3, 0), (3, 1), (6, 0), (6, 1)]
-    from vadnet.model.training.train import CALIBRATION_RANGE
-
-    for r in rows:
-        assert CALIBRATION_RANGE[0] <= r["threshold"] <= CALIBRATION_RANGE[1]
-        assert 0.0 <= r["f1"] <= 1.0 and 0.0 <= r["recall"] <= 1.0
-        assert 0.0 <= r["fa_music"] <= 1.0 and 0.0 <= r["fa_noise"] <= 1.0
-    # one model, one music set: a draw whose threshold is higher never calls more speech
-    by_t = sorted(rows, key=lambda r: r["threshold"])
-    assert all(a["fa_music"] >= b["fa_music"] for a, b in zip(by_t, by_t[1:], strict=False))
-    assert proc.stdout.count("\n| ") == 1 + 4  # header and one line per row

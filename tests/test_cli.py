@@ -66,7 +66,7 @@ def _commands(work: Path, data: Path) -> dict[str, list[str]]:
         "text": ["detect", wav, *KNOBS, "--plot", str(work / "det.png")],
         "json": ["detect", wav, *KNOBS, "--format", "json"],
         "rttm": ["detect", wav, *KNOBS, "--format", "rttm"],
-        "probs": ["detect", str(data / "stereo_44k.flac"), "--probs"],
+        "probs": ["detect", str(data / "stereo_44k.flac"), "--probs", "--threads", "2"],
         "inspect": ["inspect", "--out", str(work / "filters.png")],
         "eval": ["eval", str(work / "manifest.csv"), "--format", "json"],
         # bad inputs: one stderr line each, no traceback
@@ -95,6 +95,7 @@ def _in_process(work: Path, data: Path) -> dict[str, list[str]]:
         "no_manifest": ["eval", str(work / "nope.csv")],
         "no_file": ["detect"],
         "bad_gate": ["train", "--p-music-gate", "2", "--out", str(work / "t")],
+        "bad_threads": ["detect", wav, "--threads", "0"],
     }
 
 
@@ -171,7 +172,8 @@ def test_detect_raw_equals_wav(runs):
 def test_detect_probs(runs, model, data_dir):
     out = _ok(runs["probs"])
     payload = json.loads(out)
-    assert set(payload) == {"hop_s", "probs", "cpu_s"} and out.count("\n") == 1
+    assert set(payload) == {"hop_s", "probs", "cpu_s", "threads"} and out.count("\n") == 1
+    assert payload["threads"] == 2
     audio = load_audio(data_dir / "stereo_44k.flac")
     probs = np.array(payload["probs"], np.float32)
     assert probs.shape == (math.ceil(audio.samples.size / 256),)
@@ -217,6 +219,7 @@ def test_export_command(runs, work, model):
         ("no_manifest", ["manifest not found"]),
         ("no_file", ["required", "file"]),
         ("bad_gate", ["p_music_gate must be in [0, 1], got 2.0"]),
+        ("bad_threads", ["--threads must be >= 1, got 0"]),
     ],
 )
 def test_bad_inputs_fail_with_one_line(runs, name, words):

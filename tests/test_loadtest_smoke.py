@@ -1,5 +1,6 @@
 """`vadnet loadtest --spawn` runs end to end (server subprocess, real streams), so it
-cannot rot. The figures in the README come from the full ramp, never from here."""
+cannot rot. The figures in the README come from full runs (bench/results/loadtest.md), never
+from here."""
 
 from __future__ import annotations
 

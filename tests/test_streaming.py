@@ -185,3 +185,28 @@ def test_tiny_config_streams_exactly_too(b_kernel):
         vad = StreamingVAD(m)
         got = np.concatenate([vad(c) for c in np.array_split(x, pieces)] + [vad.flush()])
         assert np.abs(got - offline(m, x)).max() <= TOL
+
+
+def test_bank_shrinks_when_streams_close_and_moved_streams_stay_exact(model):
+    """1,000 streams open then close: the bank grows to hold them and gives the memory back;
+    the streams still open when it shrinks move rows and must not notice."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal(30_000) * 0.1).astype(np.float32)
+    bank = StreamBank(model, capacity=4)
+    small = bank.state_bytes()
+    storm = [bank.open() for _ in range(1000)]
+    keep = [storm[3], storm[997]]  # one from the first rows, one from the last
+    bank.advance(keep, [x[:10_000]] * 2)
+    assert bank.capacity == 1024
+    for s in storm:
+        if s not in keep:
+            bank.close(s)
+    assert bank.capacity == 4 and bank.state_bytes() == small  # shrank, moved rows
+    got = bank.advance(keep, [x[10_000:]] * 2, [True, True])
+    for r in got:
+        assert np.abs(r.probs - offline(model, x)[r.first_frame :]).max() <= TOL
+    for s in keep:
+        bank.close(s)
+    assert bank.capacity == 4 and len(bank) == 0
+    again = bank.open()  # ids are reused and the bank still works after shrinking
+    assert again in storm

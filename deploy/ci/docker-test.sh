@@ -146,6 +146,13 @@ pm exec "$NAME" id -u | grep -x 10001 >/dev/null || fail "not running as uid 100
 pm healthcheck run "$NAME" || fail "HEALTHCHECK failed"
 echo "SERVING; HEALTHCHECK healthy; uid 10001"
 
+# Idle memory of one CPU replica (PID 1 is `vadnet serve`), before any stream: serving
+# imports no training code (tests/test_serving_imports.py); the bound catches a regression.
+IDLE_RSS_KB=$(pm exec "$NAME" grep VmRSS /proc/1/status | tr -dc '0-9')
+[ -n "$IDLE_RSS_KB" ] || fail "could not read the server's RSS"
+echo "idle RSS of the server: $((IDLE_RSS_KB / 1024)) MB"
+[ "$IDLE_RSS_KB" -lt 614400 ] || fail "idle RSS $((IDLE_RSS_KB / 1024)) MB is over 600 MB"
+
 step "stream $AUDIO through the container, compare with vadnet detect on the host"
 "$VENV_BIN/vadnet" stream "$AUDIO" --server "$SERVER" --format json > "$WORK/stream.json" \
     2> "$WORK/stream.err" || fail "vadnet stream: $(tail -3 "$WORK/stream.err")"
@@ -203,4 +210,4 @@ grep -q 'draining' "$WORK/container.log" || fail "no drain in the container log"
 echo "drained: the open stream got its final message ($(grep '^final' "$WORK/drain.out" | tr '\t' ' ')); exit code 0"
 
 step "summary"
-echo "image size: $SIZE bytes ($((SIZE / 1000000)) MB); build $BUILD_S s; total $((SECONDS - T0)) s"
+echo "image size: $SIZE bytes ($((SIZE / 1000000)) MB); idle RSS $((IDLE_RSS_KB / 1024)) MB; build $BUILD_S s; total $((SECONDS - T0)) s"
