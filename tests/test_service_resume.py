@@ -198,3 +198,27 @@ async def test_streams_outlive_connection_age_by_resuming(model):
     assert calls >= 2  # it was cut at least once
     assert segments_from_events([e for r in got for e in r.events]) == segments
     assert got[-1].summary.input_samples == x.size
+
+
+def test_replay_grid_points_are_whole_hops_and_pass_their_own_check():
+    from vadnet.service.resume import ReplayGrid
+
+    periods = {16000: 256, 8000: 128, 44100: 3528, 22050: 1764, 48000: 768, 11025: 882}
+    for rate, period in periods.items():
+        grid = ReplayGrid(rate, hop=256, lookahead=1024, field=131072)
+        assert grid.period == period
+        assert grid.to_model(period) % 256 == 0
+        last = 0
+        for frames in range(0, 3000, 37):
+            start = grid.replay_from(frames)
+            assert start >= last  # the client's log only ever drops from the front
+            grid.check(start, frames)  # what the server hands out, it accepts
+            last = start
+
+
+def test_peer_address_drops_the_port():
+    from vadnet.service.servicer import peer_address
+
+    assert peer_address("ipv4:10.1.2.3:5555") == "10.1.2.3"
+    assert peer_address("ipv6:[::1]:5555") == "[::1]"
+    assert peer_address("unix:/tmp/s") == "unix:/tmp/s"
