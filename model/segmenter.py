@@ -234,6 +234,73 @@ class StreamingSegmenter:
     def frames_pushed(self) -> int:
         return self._n
 
+    @property
+    def segment_count(self) -> int:
+        """Segments finished so far, those before a :meth:`restore` included."""
+        return self._segments_before + len(self.segments)
+
+    def state(self) -> dict:
+        """What :meth:`restore` needs to go on from here, as plain values (a stream
+        resumed on another server sends it back). ``segments`` is only a count."""
+        ev = self._open_event
+        return {
+            "frames": self._n,
+            "segment_start_frame": self._start,
+            "start_decided": self._confirmed,
+            "silence_start_frame": self._run,
+            "splits": [tuple(c) for c in self._splits],
+            "last_end_s": self._last_end_s,
+            "pending": [tuple(q) for q in self._queue],
+            "open_start": None if ev is None else (ev.time_s, ev.sample),
+            "segments": self.segment_count,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from a :meth:`state` taken elsewhere (``segments`` holds only the count
+        of segments before it). A state that no segmenter could have reached raises
+        InvalidInputError: it comes from a client."""
+        try:
+            n, start, run = (
+                int(state["frames"]),
+                state["segment_start_frame"],
+                state["silence_start_frame"],
+            )
+            start = None if start is None else int(start)
+            run = None if run is None else int(run)
+            splits = [(int(a), int(b)) for a, b in state["splits"]]
+            pending = [(str(k), float(t)) for k, t in state["pending"]]
+            last_end = float(state["last_end_s"])
+            opened = state["open_start"]
+            opened = None if opened is None else (float(opened[0]), int(opened[1]))
+            count = int(state["segments"])
+            decided = bool(state["start_decided"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidInputError(f"bad segmenter state: {e}") from e
+        end = self._time(n) + self._pad_s + _EPS
+        ok = (
+            n >= 0
+            and count >= 0
+            and (start is None or 0 <= start <= n)
+            and (run is None or (start is not None and start <= run <= n))
+            and all(start is not None and start <= a and b > 0 and a + b <= n for a, b in splits)
+            and all(k in ("start", "end") and 0 <= t <= end for k, t in pending)
+            and math.isfinite(last_end)
+            and 0 <= last_end <= end
+            and (opened is None or (0 <= opened[0] <= end and opened[1] >= 0))
+        )
+        if not ok:
+            raise InvalidInputError(
+                "bad segmenter state: resume with the checkpoint the server sent, unchanged"
+            )
+        self.reset()
+        self._n, self._start, self._confirmed, self._run = n, start, decided, run
+        self._splits, self._last_end_s = splits, last_end
+        self._queue.extend(pending)
+        if opened is not None:
+            t, sample = opened
+            self._open_event = SpeechEvent("start", t, sample, math.floor(t / self.hop_s + _EPS))
+        self._segments_before = count
+
     def reset(self) -> None:
         """Start over at frame 0 with no segments."""
         self.segments: list[Segment] = []
@@ -246,6 +313,7 @@ class StreamingSegmenter:
         self._queue: deque[tuple[str, float]] = deque()  # decided, not yet emitted
         self._out: list[SpeechEvent] = []  # emitted, not yet returned
         self._open_event: SpeechEvent | None = None  # emitted start of the open segment
+        self._segments_before = 0  # segments finished before a restore()
         self._finished = False
 
     def push(self, probs: np.ndarray) -> list[SpeechEvent]:

@@ -1,12 +1,20 @@
 """Bearer-token check on the ``authorization`` metadata, as a server interceptor.
 
-Health checks stay open: probes (kubelet, load balancers) carry no token.
+Health checks stay open: probes (kubelet, load balancers) carry no token. So does
+reflection: it tells only the schema, which is public (protos/), and grpcurl needs it to
+reach health without a local copy of the .proto.
+
+The token file holds one token per line, any of which is accepted, and is re-read when it
+changes (checked at most once a second), so a token is rotated without a restart: add the
+new line, move the clients over, delete the old line.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,25 +24,72 @@ from vadnet.model.errors import InvalidInputError
 
 logger = logging.getLogger("vadnet")
 
-OPEN_SERVICES = ("/grpc.health.v1.Health/",)
+OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+_RECHECK_S = 1.0  # how often the token file's mtime is looked at
+
+
+def read_tokens(path: str | Path) -> list[str]:
+    """The tokens in ``path``, one per non-empty line; refuses a file with none."""
+    try:
+        tokens = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise InvalidInputError(f"cannot read --auth-token-file {path}: {e}") from e
+    if not tokens:
+        raise InvalidInputError(f"--auth-token-file {path} is empty: put the token in it")
+    return tokens
 
 
 def read_token(path: str | Path) -> str:
-    """The token in ``path`` (surrounding whitespace stripped); refuses an empty file."""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as e:
-        raise InvalidInputError(f"cannot read --auth-token-file {path}: {e}") from e
-    if not token:
-        raise InvalidInputError(f"--auth-token-file {path} is empty: put the token in it")
-    return token
+    """The first token in ``path``."""
+    return read_tokens(path)[0]
+
+
+class TokenFile:
+    """The accepted ``Bearer`` values of a token file, re-read when its mtime changes. A
+    file that turns unreadable or empty keeps the last good tokens (and says so)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._mtime = self._stat()
+        self.values = self._load(read_tokens(self.path))
+        self._checked = time.monotonic()
+
+    @staticmethod
+    def _load(tokens: list[str]) -> list[bytes]:
+        return [f"Bearer {t}".encode() for t in tokens]
+
+    def _stat(self) -> float | None:
+        try:
+            return os.stat(self.path).st_mtime_ns
+        except OSError:
+            return None
+
+    def current(self) -> list[bytes]:
+        now = time.monotonic()
+        if now - self._checked >= _RECHECK_S:
+            self._checked = now
+            mtime = self._stat()
+            if mtime != self._mtime:
+                self._mtime = mtime
+                try:
+                    self.values = self._load(read_tokens(self.path))
+                    logger.info("token file %s re-read: %s token(s)", self.path, len(self.values))
+                except InvalidInputError as e:
+                    logger.warning("keeping the previous tokens: %s", e)
+        return self.values
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED."""
 
-    def __init__(self, token: str, on_reject: Callable[[], None] | None = None) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, token: str | TokenFile, on_reject: Callable[[], None] | None = None) -> None:
+        """``token``: one fixed token, or a :class:`TokenFile` (re-read on change)."""
+        self._tokens = token if isinstance(token, TokenFile) else None
+        self._fixed = [f"Bearer {token}".encode()] if isinstance(token, str) else []
         self._on_reject = on_reject
 
     async def intercept_service(
@@ -49,8 +104,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             if key == "authorization":
                 got = value.encode() if isinstance(value, str) else value
                 break
-        # Constant-time compare: the time taken says nothing about the token.
-        if hmac.compare_digest(got, self._expected):
+        # Constant-time compares: the time taken says nothing about a token.
+        expected = self._tokens.current() if self._tokens is not None else self._fixed
+        if sum(hmac.compare_digest(got, e) for e in expected):
             return await continuation(details)
         if self._on_reject is not None:
             self._on_reject()

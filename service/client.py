@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,26 @@ from vadnet.model.errors import InvalidInputError
 from vadnet.model.segmenter import Segment
 from vadnet.v1 import vad_pb2 as pb
 from vadnet.v1 import vad_pb2_grpc as pb_grpc
+
+from .failover import (
+    AsyncSource,
+    AudioLog,
+    Failover,
+    RetryPolicy,
+    StreamFailedError,
+    async_requests,
+    sync_requests,
+)
+
+__all__ = [
+    "AsyncVadClient",
+    "RetryPolicy",
+    "StreamFailedError",
+    "TlsOptions",
+    "VadClient",
+    "segments_from_events",
+    "streaming_config",
+]
 
 _SAMPLE_BYTES = {"LINEAR16": 2, "FLOAT32": 4, "MULAW": 1, "ALAW": 1}
 
@@ -60,12 +82,60 @@ def _channel_args(tls: TlsOptions | None) -> tuple[grpc.ChannelCredentials | Non
     return creds, opts
 
 
+# Defaults every channel gets (a caller's option of the same name wins):
+# - keepalive: a ping every 10 s, answered within 10 s, else the connection is dead. A frozen
+#   (SIGSTOPped) server keeps its TCP connection open and would otherwise hang a call for
+#   ever; the server permits pings this often (server.py).
+# - round_robin over every address of the target (a multi-address `ipv4:` target, or DNS
+#   of a headless Service), and for such targets, which reach replicas directly, skipping
+#   those whose health says NOT_SERVING (draining). Not for a plain host:port, which may
+#   be an L7 proxy: its health answer would come from whichever replica the proxy picked,
+#   and one draining replica would make the client shun the whole proxy.
+# - unary deadlines: GetModelInfo 10 s; Detect 120 s (a 600 s clip takes a few seconds on
+#   a CPU); both retried once elsewhere on UNAVAILABLE.
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": "vadnet.v1.VoiceActivity", "method": method}],
+            "timeout": timeout,
+            "retryPolicy": {
+                "maxAttempts": 2,
+                "initialBackoff": "0.2s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+        for method, timeout in (("GetModelInfo", "10s"), ("Detect", "120s"))
+    ],
+}
+_HEALTH_CHECK = {"healthCheckConfig": {"serviceName": "vadnet.v1.VoiceActivity"}}
+CHANNEL_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 1),
+)
+
+
+def service_config(target: str) -> str:
+    """The default service config for ``target`` (see above)."""
+    direct = target.startswith(("dns:", "ipv4:", "ipv6:")) and (
+        "," in target or target.startswith("dns:")
+    )
+    return json.dumps({**_SERVICE_CONFIG, **(_HEALTH_CHECK if direct else {})})
+
+
 def open_channel(
     api: Any, target: str, tls: TlsOptions | None, options: Sequence[tuple[str, Any]]
 ) -> Any:
-    """A channel from ``api`` (``grpc`` or ``grpc.aio``: same factory signatures)."""
+    """A channel from ``api`` (``grpc`` or ``grpc.aio``: same factory signatures), with
+    :data:`CHANNEL_DEFAULTS` under ``options``."""
     creds, opts = _channel_args(tls)
-    opts = [*opts, *options]
+    given = {name for name, _ in [*opts, *options]}
+    defaults = [*CHANNEL_DEFAULTS, ("grpc.service_config", service_config(target))]
+    opts = [*opts, *options, *(o for o in defaults if o[0] not in given)]
     if creds:
         return api.secure_channel(target, creds, opts)
     return api.insecure_channel(target, opts)
@@ -185,6 +255,17 @@ class _Base:
         cfg = streaming_config(sample_rate_hz, encoding, segmenter, return_probabilities)
         return cfg, chunks, float(sample_rate_hz * _SAMPLE_BYTES[encoding])
 
+    def _failover(
+        self,
+        cfg: pb.StreamingConfig,
+        realtime: bool,
+        policy: RetryPolicy | None,
+        timeout: float | None,
+    ) -> Failover:
+        log = AudioLog(_SAMPLE_BYTES[pb.AudioEncoding.Name(cfg.encoding)])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return Failover(cfg, log, policy or RetryPolicy(), realtime, deadline)
+
 
 def _detect_request(
     audio: str | Path | bytes, segmenter: dict | None, return_probabilities: bool
@@ -233,15 +314,44 @@ class VadClient(_Base):
         return_probabilities: bool = False,
         realtime: bool = False,
         timeout: float | None = None,
+        resume: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> Iterator[pb.StreamingDetectResponse]:
         """Stream a file (sent as FLOAT32 at its own rate in ``chunk_ms`` chunks) or raw
-        ``encoding`` chunks at ``sample_rate_hz``; yields responses as they arrive."""
+        ``encoding`` chunks at ``sample_rate_hz``; yields responses as they arrive.
+
+        ``timeout`` bounds the whole stream. With ``resume`` (the default) a stream cut by
+        a draining, dead or frozen replica goes on elsewhere by itself (service/failover.py)
+        and responses that carry only a checkpoint are not yielded; it raises
+        :class:`StreamFailedError` when ``retry`` gives up."""
         cfg, chunks, bps = self._prepare(
             audio, sample_rate_hz, encoding, chunk_ms, segmenter, return_probabilities
         )
-        yield from self.stub.StreamingDetect(
-            _requests(cfg, chunks, realtime, bps), metadata=self.metadata, timeout=timeout
-        )
+        if not resume:
+            yield from self.stub.StreamingDetect(
+                _requests(cfg, chunks, realtime, bps), metadata=self.metadata, timeout=timeout
+            )
+            return
+        fo, source = self._failover(cfg, realtime, retry, timeout), iter(chunks)
+        while True:
+            stop, stalled = threading.Event(), threading.Event()
+            call = self.stub.StreamingDetect(
+                sync_requests(fo, source, stop), metadata=self.metadata, timeout=fo.remaining()
+            )
+            threading.Thread(
+                target=_watch, args=(fo, call, stop, stalled), name="vadnet-watch", daemon=True
+            ).start()
+            try:
+                for resp in call:
+                    if fo.on_response(resp):
+                        yield resp
+                return
+            except grpc.RpcError as e:
+                delay = fo.retry_delay(e, stalled.is_set())
+            finally:
+                stop.set()
+                call.cancel()  # no-op when it ended; frees it when the caller stopped early
+            time.sleep(delay)
 
     def detect(
         self,
@@ -293,16 +403,41 @@ class AsyncVadClient(_Base):
         return_probabilities: bool = False,
         realtime: bool = False,
         timeout: float | None = None,
+        resume: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> AsyncIterator[pb.StreamingDetectResponse]:
         """See :meth:`VadClient.stream`; ``audio`` may also be an async iterable."""
         cfg, chunks, bps = self._prepare(
             audio, sample_rate_hz, encoding, chunk_ms, segmenter, return_probabilities
         )
-        call = self.stub.StreamingDetect(
-            _arequests(cfg, chunks, realtime, bps), metadata=self.metadata, timeout=timeout
-        )
-        async for resp in call:
-            yield resp
+        if not resume:
+            call = self.stub.StreamingDetect(
+                _arequests(cfg, chunks, realtime, bps), metadata=self.metadata, timeout=timeout
+            )
+            async for resp in call:
+                yield resp
+            return
+        fo, source = self._failover(cfg, realtime, retry, timeout), AsyncSource(chunks)
+        while True:
+            call = self.stub.StreamingDetect(
+                async_requests(fo, source), metadata=self.metadata, timeout=fo.remaining()
+            )
+            watch = asyncio.ensure_future(_awatch(fo, call))
+            try:
+                async for resp in call:
+                    if fo.on_response(resp):
+                        yield resp
+                return
+            except grpc.RpcError as e:
+                delay = fo.retry_delay(e, False)
+            except asyncio.CancelledError:
+                if not watch.done():
+                    raise  # the caller cancelled us
+                delay = fo.retry_delay(_STALLED, True)
+            finally:
+                watch.cancel()
+                call.cancel()
+            await asyncio.sleep(delay)
 
     async def detect(
         self,
@@ -318,6 +453,26 @@ class AsyncVadClient(_Base):
         return await self.stub.GetModelInfo(
             pb.GetModelInfoRequest(), metadata=self.metadata, timeout=timeout
         )
+
+
+_STALLED = StreamFailedError(grpc.StatusCode.UNAVAILABLE, "the server stopped answering")
+
+
+def _watch(fo: Failover, call: Any, stop: threading.Event, stalled: threading.Event) -> None:
+    """Cancel ``call`` when the server stops answering (a frozen replica)."""
+    while not stop.wait(0.25):
+        if fo.stalled():
+            stalled.set()
+            call.cancel()
+            return
+
+
+async def _awatch(fo: Failover, call: Any) -> None:
+    while True:
+        await asyncio.sleep(0.25)
+        if fo.stalled():
+            call.cancel()
+            return
 
 
 # --- command-line plumbing shared by `vadnet stream`, `health` and `loadtest` ---------------

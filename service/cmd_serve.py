@@ -1,23 +1,37 @@
 """``vadnet serve``: the gRPC streaming server (see docs/service.md for every flag).
 
-SIGTERM or SIGINT drains: health goes NOT_SERVING, new calls are refused, open streams
-get ``--drain-grace-s`` to finish (and their final events), then the process exits 0.
+SIGTERM, SIGINT or SIGHUP drains: health goes NOT_SERVING, new calls are refused, open
+streams get ``--drain-grace-s`` to finish, the rest are cut with UNAVAILABLE (resumable
+clients go on elsewhere), then the process exits 0 within the grace, even while a Detect
+is still decoding (that work is abandoned). SIGHUP drains rather than reloads: a new
+config or model means a new process, which is how a rolling deploy replaces pods anyway.
+
 With ``--workers N`` the parent starts N server processes on one port (SO_REUSEPORT),
 each with its own model and batcher, forwards signals to them and exits when they do.
+It refuses to start when something already listens on the port (a second instance would
+silently take half the traffic), and the workers die with it, even when it is SIGKILLed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import dataclasses
+import errno
+import fcntl
 import gc
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
-from collections.abc import Callable
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from vadnet.model.errors import InvalidInputError
 
@@ -55,6 +69,27 @@ def serve(cfg: config_mod.ServerConfig) -> int:
         torch.set_num_threads(cfg.effective_torch_threads)
     with asyncio.Runner(loop_factory=loop_factory(cfg.event_loop)) as runner:
         return runner.run(_serve(cfg))
+
+
+class _Executor(ThreadPoolExecutor):
+    """The loop's default executor (decodes of Detect run here), counting its busy work:
+    a decode cannot be interrupted, and a drained server must not wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="vadnet-io")
+        self.busy = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        with self._lock:
+            self.busy += 1
+        fut = super().submit(fn, *args, **kwargs)
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, _fut: object) -> None:
+        with self._lock:
+            self.busy -= 1
 
 
 def sched_batch() -> bool:
@@ -96,7 +131,9 @@ async def _serve(cfg: config_mod.ServerConfig) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    executor = _Executor()
+    loop.set_default_executor(executor)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     server, port = await create_server(cfg)
     # torch, grpc and the model leave ~190k objects that live as long as the process; one
@@ -110,12 +147,72 @@ async def _serve(cfg: config_mod.ServerConfig) -> int:
     await stop.wait()
     logger.info("signal received: draining for up to %.1f s", cfg.drain_grace_s)
     await server.stop(cfg.drain_grace_s)
+    if executor.busy:
+        # asyncio and the interpreter would both join the executor's threads at exit,
+        # past the grace; their work belongs to calls that are gone.
+        logger.warning(
+            "exiting with %s decode(s) unfinished (their calls were cancelled)", executor.busy
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 
-def _worker(cfg_dict: dict, index: int) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGTERM this process when its parent dies (it then drains like any SIGTERM).
+    Why: a SIGKILLed supervisor cannot forward signals, and orphaned workers would go on
+    serving the port on their own."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    except (OSError, AttributeError) as e:
+        logger.warning("workers will not die with their parent: %s", e)
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise InvalidInputError if something listens on ``host:port``. A plain bind (no
+    SO_REUSEPORT) fails on any listener, SO_REUSEPORT ones included; SO_REUSEADDR lets
+    it pass over connections of a previous run still in TIME_WAIT."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise InvalidInputError(
+                    f"port {port} on {host} is already in use (another server?): stop it or"
+                    " choose another --port; --workers shares a port only among its own"
+                ) from e
+            raise InvalidInputError(f"cannot listen on {host}:{port}: {e}") from e
+
+
+@contextlib.contextmanager
+def port_lock(port: int) -> Iterator[None]:
+    """Hold a lock on ``port`` for this supervisor's life: closes the gap between the probe
+    and the workers' binds, where a second supervisor could pass the same probe."""
+    path = os.path.join(tempfile.gettempdir(), f"vadnet-port-{port}.lock")
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise InvalidInputError(
+                f"another vadnet serve --workers holds port {port} ({path}): stop it first"
+            ) from e
+        yield
+
+
+def _worker(cfg_dict: dict, index: int, parent_pid: int) -> None:
     from .logs import setup_logging
 
+    die_with_parent(parent_pid)
     cfg = config_mod.ServerConfig(**cfg_dict)
     if cfg.metrics_port > 0:
         cfg.metrics_port += index  # each process exports its own registry
@@ -124,9 +221,16 @@ def _worker(cfg_dict: dict, index: int) -> None:
 
 
 def _supervise(cfg: config_mod.ServerConfig) -> int:
+    with port_lock(cfg.port):
+        check_port_free(cfg.host, cfg.port)
+        return _run_workers(cfg)
+
+
+def _run_workers(cfg: config_mod.ServerConfig) -> int:
     ctx = multiprocessing.get_context("spawn")  # no forked torch/grpc state
+    args = (dataclasses.asdict(cfg), os.getpid())
     procs = [
-        ctx.Process(target=_worker, args=(dataclasses.asdict(cfg), i), name=f"vadnet-worker-{i}")
+        ctx.Process(target=_worker, args=(args[0], i, args[1]), name=f"vadnet-worker-{i}")
         for i in range(cfg.workers)
     ]
     for p in procs:
@@ -137,8 +241,8 @@ def _supervise(cfg: config_mod.ServerConfig) -> int:
             if p.is_alive():
                 p.terminate()  # SIGTERM: each worker drains on its own
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
     for p in procs:
         p.join()
     codes = [p.exitcode for p in procs]

@@ -3,6 +3,10 @@
 Events go to stdout as ``start|end <time_s> <sample>`` lines (``probs <first_frame>
 <values...>`` with ``--probs``). With ``--format`` they go to stderr instead, and stdout
 gets exactly what ``vadnet detect FILE --format F`` prints, so the two can be diffed.
+
+A stream cut by a draining, dead or frozen replica resumes on another by itself (see
+service/failover.py), so the output is the same; when no replica can finish it, the
+command exits 2 with one line saying why.
 """
 
 from __future__ import annotations
@@ -29,7 +33,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("text", "json", "rttm"),
         help="end with the segments as `vadnet detect --format` prints them (events to stderr)",
     )
-    parser.add_argument("--timeout", type=float, default=None, help="RPC deadline, seconds")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="deadline for the whole stream, seconds"
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=8.0,
+        help="abandon (and retry) a call whose server answers nothing this long (frozen);"
+        " give up after 3 times this without progress; default 8",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="calls in a row that may fail before giving up (resume elsewhere); default 5",
+    )
+    parser.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="do not resume a cut stream on another replica: fail at once",
+    )
     add_segmenter_arguments(parser)  # the same knobs as `vadnet detect`
 
 
@@ -37,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from vadnet.model.formats import format_segments
     from vadnet.v1 import vad_pb2 as pb
 
-    from .client import VadClient, connection_from_args, segments_from_events
+    from .client import RetryPolicy, VadClient, connection_from_args, segments_from_events
 
     out = sys.stdout
     events_out = sys.stderr if args.format else sys.stdout
@@ -52,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
                 return_probabilities=args.probs,
                 realtime=args.realtime,
                 timeout=args.timeout,
+                resume=args.resume,
+                retry=RetryPolicy(retries=args.retries, stall_timeout_s=args.stall_timeout),
             ):
                 lines = []
                 for ev in resp.events:

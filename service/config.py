@@ -39,6 +39,15 @@ class ServerConfig:
     max_message_bytes: int = _opt(4 << 20, "largest request message")
     max_stream_duration_s: float = _opt(3600.0, "longest stream, in audio and in wall time")
     idle_timeout_s: float = _opt(30.0, "a stream silent this long is ended (DEADLINE_EXCEEDED)")
+    min_audio_rate: float = _opt(
+        0.1,
+        "a stream must send at least this fraction of real time (0.1: 3 s of audio in each"
+        " 30 s window), else DEADLINE_EXCEEDED; 0 disables",
+    )
+    min_audio_rate_window_s: float = _opt(30.0, "window over which --min-audio-rate is averaged")
+    max_streams_per_peer: int = _opt(
+        0, "concurrent streams per client IP (RESOURCE_EXHAUSTED beyond); 0: no limit"
+    )
     max_detect_audio_s: float = _opt(600.0, "longest clip one Detect call accepts")
     max_buffered_audio_s: float = _opt(2.0, "unprocessed audio per stream before reads pause")
     tls_cert: str | None = _opt(None, "PEM certificate chain: serve TLS")
@@ -46,6 +55,12 @@ class ServerConfig:
     tls_client_ca: str | None = _opt(None, "PEM CA bundle: require client certificates (mTLS)")
     auth_token_file: str | None = _opt(None, "file with the bearer token clients must send")
     drain_grace_s: float = _opt(10.0, "on SIGTERM, time open streams get to finish")
+    max_connection_age_s: float = _opt(
+        300.0, "close connections after this long (GOAWAY) so clients re-spread; 0: never"
+    )
+    max_connection_age_grace_s: float = _opt(
+        3600.0, "streams on an aged connection get this long to end (default: the longest)"
+    )
     log_format: str = _opt("text", "text or json (one JSON object per line)")
     event_loop: str = _opt("auto", "asyncio or uvloop; auto: uvloop when it is installed")
     sched_batch: bool = _opt(
@@ -74,14 +89,27 @@ class ServerConfig:
             "idle_timeout_s",
             "max_detect_audio_s",
             "max_buffered_audio_s",
+            "min_audio_rate_window_s",
             "workers",
         )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
-        if self.max_queue_delay_ms < 0 or self.drain_grace_s < 0 or self.torch_threads < 0:
+        nonneg = (
+            "min_audio_rate",
+            "max_streams_per_peer",
+            "max_queue_delay_ms",
+            "drain_grace_s",
+            "torch_threads",
+            "max_connection_age_s",
+            "max_connection_age_grace_s",
+        )
+        for name in nonneg:
+            if not getattr(self, name) >= 0:
+                raise InvalidInputError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.min_audio_rate >= 1:
             raise InvalidInputError(
-                "--max-queue-delay-ms, --drain-grace-s and --torch-threads must be >= 0"
+                f"--min-audio-rate is a fraction of real time below 1, got {self.min_audio_rate}"
             )
         if not 0 <= self.port < 65536 or not -1 <= self.metrics_port < 65536:
             raise InvalidInputError("--port must be 0..65535 and --metrics-port -1..65535")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import ssl
 from pathlib import Path
 
 import grpc
@@ -26,7 +27,7 @@ from vadnet.model.streaming import StreamBank
 from vadnet.v1 import vad_pb2 as pb
 from vadnet.v1 import vad_pb2_grpc as pb_grpc
 
-from .auth import BearerTokenInterceptor, read_token
+from .auth import BearerTokenInterceptor, TokenFile
 from .batcher import Batcher
 from .config import ServerConfig
 from .metrics import Metrics
@@ -56,15 +57,51 @@ def _read(path: str, what: str) -> bytes:
         raise InvalidInputError(f"cannot read {what} {path}: {e}") from e
 
 
+def _check_pair(cert: str, key: str) -> None:
+    """gRPC reports a certificate that does not match its key only as "Failed to bind";
+    Python's ssl module says what is wrong."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise InvalidInputError(
+            f"--tls-cert {cert} and --tls-key {key} do not make a pair ({e.reason or e}):"
+            " give the key the certificate was issued for"
+        ) from e
+
+
 def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     """TLS credentials from the config, or None for plaintext."""
     if not cfg.tls_cert:
         return None
     pair = (_read(cfg.tls_key, "--tls-key"), _read(cfg.tls_cert, "--tls-cert"))
+    _check_pair(cfg.tls_cert, cfg.tls_key)
     ca = _read(cfg.tls_client_ca, "--tls-client-ca") if cfg.tls_client_ca else None
     return grpc.ssl_server_credentials(
         [pair], root_certificates=ca, require_client_auth=ca is not None
     )
+
+
+def keepalive_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    """Keepalive and connection age. Clients ping every 10 s (service/client.py) to find a
+    frozen server; gRPC's default lets a client ping only every 5 min and answers more with
+    GOAWAY, so permit one every 5 s. The server pings idle clients each minute, so a dead
+    peer's streams are freed. A connection older than max_connection_age_s gets GOAWAY:
+    its client reconnects, through the balancer or a fresh DNS lookup, so new replicas get
+    streams over time; streams open on it keep going for the grace (by default the
+    longest stream), so nothing is cut."""
+    opts = [
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+    ]
+    if cfg.max_connection_age_s > 0:
+        opts.append(("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)))
+        opts.append(
+            ("grpc.max_connection_age_grace_ms", int(cfg.max_connection_age_grace_s * 1000))
+        )
+    return opts
 
 
 class VadServer:
@@ -82,7 +119,7 @@ class VadServer:
         self.metrics_port: int | None = None
         interceptors = []
         if config.auth_token_file:
-            token = read_token(config.auth_token_file)
+            token = TokenFile(config.auth_token_file)
             interceptors.append(
                 BearerTokenInterceptor(
                     token, lambda: self.metrics.errors.labels("UNAUTHENTICATED").inc()
@@ -95,6 +132,7 @@ class VadServer:
                 ("grpc.max_send_message_length", max(config.max_message_bytes, 64 << 20)),
                 # Only share the port when asked to: a stray second server must fail to bind.
                 ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
+                *keepalive_options(config),
             ],
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -198,8 +236,9 @@ class VadServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain (see :meth:`begin_drain`), let streams finish for ``grace`` seconds, stop.
 
-        At three quarters of the grace period the server ends the streams still open
-        itself: each gets its final message (``summary.ended_by_server``), then OK.
+        At three quarters of the grace period the server cuts the streams still open:
+        each gets the results of the audio it sent (and a checkpoint if resumable), then
+        UNAVAILABLE, so that no client takes a cut stream for a finished one.
         """
         grace = self.config.drain_grace_s if grace is None else grace
         await self.begin_drain()

@@ -8,6 +8,9 @@ a client that sends faster than the server computes: nothing buffers without bou
 
 Idle, too-long and drained streams are found by one sweep a second over all streams
 rather than a timer per message, which keeps the per-message path short.
+
+A drained stream ends with UNAVAILABLE, never OK. A resumable one (config.resumable)
+gets checkpoints and can continue on another replica (service/resume.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import grpc
@@ -32,6 +35,7 @@ from .batcher import Batcher, Stream
 from .config import ServerConfig
 from .errors import StreamTimeoutError, UnavailableError, abort, status_code
 from .metrics import Metrics
+from .resume import ReplayGrid, checkpoint, restore
 
 logger = logging.getLogger("vadnet")
 
@@ -44,6 +48,9 @@ _SEGMENTER_FIELDS = (
     "speech_pad_ms",
     "max_speech_duration_s",
 )
+# A resumable stream gets a checkpoint at least this often (input audio), so that the
+# client's replay buffer stays near the receptive field (8.3 s) plus this.
+_CHECKPOINT_EVERY_S = 1.0
 # Detect feeds a clip through the batcher in pieces this long, so one long clip
 # shares the model with live streams instead of stalling them.
 _DETECT_PIECE_SAMPLES = 8000
@@ -56,6 +63,15 @@ def segmenter_options(msg: pb.SegmenterConfig) -> SegmenterOptions:
     )
     opts.validate()
     return opts
+
+
+def peer_address(peer: str) -> str:
+    """The client's address without its port: ``ipv4:1.2.3.4:5678`` -> ``1.2.3.4``,
+    ``ipv6:[::1]:5678`` -> ``[::1]``; anything else as is."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return rest.rsplit(":", 1)[0]
+    return peer
 
 
 def encoding_name(value: int) -> str:
@@ -71,6 +87,9 @@ class _Session:
     """One StreamingDetect call's state."""
 
     peer: str
+    peer_ip: str = ""
+    counted: bool = False  # counted in the per-peer streams
+    slow_detail: str = ""
     rate: int = 0
     encoding: str = ""
     want_probs: bool = False
@@ -87,7 +106,13 @@ class _Session:
     started: float = field(default_factory=time.monotonic)
     last_read: float = field(default_factory=time.monotonic)
     reader: asyncio.Task | None = None
-    stop_reason: str | None = None  # "idle", "too_long", "drain": set by the sweep
+    stop_reason: str | None = None  # "idle", "too_long", "slow", "drain": set by the sweep
+    window: tuple[float, int] | None = None  # (time, input samples) at the rate window's start
+    grid: ReplayGrid | None = None  # set if resumable
+    frame_offset: int = 0  # global frame of this call's first model frame (resumed streams)
+    resumed_at: int = 0  # frames the segmenter had seen when this call resumed
+    received: int = 0  # input samples received in this call
+    last_checkpoint: int = 0  # input samples when the last checkpoint went out
 
     def wake_writer(self, _fut: object = None) -> None:
         w = self.waiting
@@ -101,6 +126,7 @@ class _Session:
 
 
 _END = object()  # outbox marker: the reader is done
+_DRAIN = object()  # outbox marker: the reader was stopped by a drain
 
 
 class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
@@ -122,6 +148,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         self._max_buffered = int(config.max_buffered_audio_s * MODEL_RATE_HZ)
         self._sweeper: asyncio.Task | None = None
         self._hop = int(model_info.hop_samples)
+        self._per_peer: Counter[str] = Counter()  # open streams per client address
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -133,7 +160,8 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             self._sweeper = None
 
     def end_all_streams(self) -> None:
-        """Drain: stop reading every stream; each gets its final message and ends OK."""
+        """Drain: stop reading every stream; each gets the results of what it sent (and a
+        checkpoint if resumable), then UNAVAILABLE."""
         for s in list(self.sessions):
             s.stop("drain")
 
@@ -161,6 +189,38 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                     s.stop("idle")
                 elif now - s.started > cfg.max_stream_duration_s:
                     s.stop("too_long")
+                elif cfg.min_audio_rate > 0 and s.rate:
+                    self._check_rate(s, now)
+
+    def _check_rate(self, s: _Session, now: float) -> None:
+        """Tumbling windows of min_audio_rate_window_s: a stream that sent less than
+        min_audio_rate of real time in one is stopped. A window restarts while the server
+        holds the reads (backpressure): the client is not slow then, the server is."""
+        cfg = self.config
+        if s.window is None or s.resume is not None:
+            s.window = (now, s.input_samples)
+            return
+        t0, n0 = s.window
+        if now - t0 < cfg.min_audio_rate_window_s:
+            return
+        sent_s = (s.input_samples - n0) / s.rate
+        if sent_s < cfg.min_audio_rate * (now - t0):
+            s.slow_detail = f"{sent_s:.2f} s of audio in {now - t0:.0f} s"
+            s.stop("slow")
+        else:
+            s.window = (now, s.input_samples)
+
+    def _admit_peer(self, s: _Session) -> None:
+        """One client address may hold at most max_streams_per_peer streams. (Behind an L7
+        proxy every stream has the proxy's address: leave it off there, docs/service.md.)"""
+        limit = self.config.max_streams_per_peer
+        if limit and self._per_peer[s.peer_ip] >= limit:
+            raise ResourceExhaustedError(
+                f"client {s.peer_ip} already has {limit} open streams, this server's limit"
+                " per client: close one, or retry later"
+            )
+        self._per_peer[s.peer_ip] += 1
+        s.counted = True
 
     def _check_admission(self) -> None:
         if self.draining:
@@ -170,7 +230,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
 
     # --- StreamingDetect -------------------------------------------------------------
     async def StreamingDetect(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
-        session = _Session(peer=context.peer())
+        session = _Session(peer=context.peer(), peer_ip=peer_address(context.peer()))
         try:
             self._check_admission()
             if len(self.sessions) >= self.config.max_streams:
@@ -178,6 +238,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                     f"server is at its limit of {self.config.max_streams} concurrent streams:"
                     " retry later or on another replica"
                 )
+            self._admit_peer(session)
             self.sessions.add(session)
             self._calls_changed()
             self.metrics.active_streams.inc()
@@ -200,6 +261,11 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             session.reader.cancel()
         if session.stream is not None:
             self.batcher.close(session.stream)  # frees the model state at once
+        if session.counted:
+            session.counted = False
+            self._per_peer[session.peer_ip] -= 1
+            if not self._per_peer[session.peer_ip]:
+                del self._per_peer[session.peer_ip]
         if session in self.sessions:
             self.sessions.discard(session)
             self.metrics.active_streams.dec()
@@ -215,9 +281,11 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             ) from e
         if first is grpc.aio.EOF:
             raise InvalidInputError("empty stream: send a config message, then audio")
-        if first.WhichOneof("request") != "config":
+        kind = first.WhichOneof("request")
+        if kind != "config":
             raise InvalidInputError(
-                "the first message must carry a config (sample_rate_hz, encoding), not audio"
+                "the first message must carry a config (sample_rate_hz, encoding), not "
+                + ("audio" if kind == "audio" else "nothing (an empty message)")
             )
         cfg = first.config
         s.encoding = encoding_name(cfg.encoding)
@@ -229,6 +297,20 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             opts, hop_s=self._hop / MODEL_RATE_HZ, input_rate_hz=s.rate
         )
         s.want_probs = cfg.return_probabilities
+        if cfg.resumable or cfg.HasField("resume"):
+            info = self.model_info
+            s.grid = ReplayGrid(
+                s.rate,
+                self._hop,
+                int(info.lookahead_frames) * self._hop,
+                round(info.receptive_field_s * MODEL_RATE_HZ),
+            )
+        if cfg.HasField("resume"):
+            restore(s.segmenter, cfg.resume, s.grid)
+            start = cfg.resume.replay_from_sample
+            s.input_samples = s.last_checkpoint = start
+            s.frames = s.resumed_at = s.segmenter.frames_pushed
+            s.frame_offset = s.grid.to_model(start) // self._hop
         s.stream = self.batcher.open()
         s.last_read = time.monotonic()
         s.reader = asyncio.create_task(self._read_loop(s, context))
@@ -261,12 +343,16 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
 
     def _ingest(self, s: _Session, msg: pb.StreamingDetectRequest) -> None:
         """One audio message: decode -> resample -> submit (its arrays die on return)."""
-        if msg.WhichOneof("request") != "audio":
+        kind = msg.WhichOneof("request")
+        if kind != "audio":
             raise InvalidInputError(
                 "a second config arrived: send the config once, then only audio"
+                if kind == "config"
+                else "an empty message arrived: every message after the config carries audio"
             )
         x = decode_pcm(msg.audio, s.encoding, s.rate)
         s.input_samples += x.size
+        s.received += x.size
         if s.input_samples > s.max_input_samples:
             raise ResourceExhaustedError(
                 f"stream exceeds {self.config.max_stream_duration_s:g} s of audio:"
@@ -287,12 +373,18 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                 f"no audio for {self.config.idle_timeout_s:g} s: the stream was closed;"
                 " send audio continuously or half-close when done"
             )
+        if s.stop_reason == "slow":
+            return StreamTimeoutError(
+                f"stream too slow: {s.slow_detail}, under this server's minimum of"
+                f" {self.config.min_audio_rate:.0%} of real time; send audio continuously"
+                " (or half-close when done)"
+            )
         if s.stop_reason == "too_long":
             return ResourceExhaustedError(
                 f"stream open longer than {self.config.max_stream_duration_s:g} s:"
                 " open a new stream to continue"
             )
-        return _END  # drain: finish normally
+        return _DRAIN
 
     async def _write_loop(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
         """The handler: results in order -> responses; then the final message."""
@@ -310,6 +402,8 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             item = outbox.popleft()
             if item is _END:
                 break
+            if item is _DRAIN:
+                await self._cut(s, context)
             if isinstance(item, BaseException):
                 raise item
             fut, input_done, n16 = item
@@ -319,18 +413,50 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                 s.resume.set_result(None)
             if result is None:
                 continue  # merged into a later chunk of the same batch
+            result = self._skip_replayed(s, result)
             probs = result.probs
             s.frames += probs.size
             events = seg.push(probs) if probs.size else ()
-            if events or s.want_probs:
+            due = (
+                s.grid is not None
+                and input_done - s.last_checkpoint >= s.rate * _CHECKPOINT_EVERY_S
+            )
+            if s.resumed_at and s.frames == s.resumed_at:
+                continue  # a resumed stream says nothing while it re-runs answered frames
+            if events or due or s.want_probs:
                 await context.write(self._response(s, events, result, input_done))
         await self._finish(s, context)
 
+    def _skip_replayed(self, s: _Session, result):
+        """``result`` on the global frame grid, less the frames the segmenter has seen
+        (a resumed stream re-runs them only to fill the net's context)."""
+        if s.frame_offset == 0 and s.grid is None:
+            return result
+        first = result.first_frame + s.frame_offset
+        drop = min(max(0, s.frames - first), result.probs.size)
+        return type(result)(first + drop, result.probs[drop:])
+
+    async def _cut(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
+        """Drain: the last checkpoint (if resumable), then UNAVAILABLE: never OK."""
+        at = s.input_samples / s.rate
+        if s.grid is not None:
+            await context.write(self._response(s, (), None, s.input_samples))
+            raise UnavailableError(
+                f"server is draining: resume this stream on another replica from its last"
+                f" checkpoint (cut at {at:.2f} s)"
+            )
+        raise UnavailableError(
+            f"server is draining: the stream was cut at {at:.2f} s of audio, its results are"
+            " incomplete; open a new stream on another replica (set resumable to continue it)"
+        )
+
     async def _finish(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
-        if s.input_samples == 0 and s.stop_reason is None:
+        if s.received == 0 and s.stop_reason is None:
             raise InvalidInputError("the stream ended without audio: send audio after the config")
         tail = s.resampler(np.zeros(0, np.float32), last=True)
         result = await self.batcher.submit(s.stream, tail, final=True)
+        if result is not None:
+            result = self._skip_replayed(s, result)
         probs = result.probs if result is not None else np.zeros(0, np.float32)
         s.frames += probs.size
         events = s.segmenter.push(probs) + s.segmenter.finish(s.input_samples)
@@ -339,18 +465,16 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         resp.summary.audio_s = s.input_samples / s.rate if s.rate else 0.0
         resp.summary.input_samples = s.input_samples
         resp.summary.frames = s.frames
-        resp.summary.segments = len(s.segmenter.segments)
-        resp.summary.ended_by_server = s.stop_reason == "drain"
+        resp.summary.segments = s.segmenter.segment_count
         await context.write(resp)
         self.metrics.audio_seconds.labels("StreamingDetect").inc(resp.summary.audio_s)
         self.metrics.frames.labels("StreamingDetect").inc(s.frames)
         logger.info(
-            "stream from %s done: %.2f s audio, %s frames, %s segments%s",
+            "stream from %s done: %.2f s audio, %s frames, %s segments",
             s.peer,
             resp.summary.audio_s,
             s.frames,
             resp.summary.segments,
-            " (drained)" if resp.summary.ended_by_server else "",
         )
 
     def _response(self, s: _Session, events, result, input_done: int) -> pb.StreamingDetectResponse:
@@ -360,6 +484,9 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         if s.want_probs and result is not None:
             resp.probabilities.first_frame = result.first_frame
             resp.probabilities.values.extend(result.probs.tolist())
+        if s.grid is not None:
+            resp.checkpoint.CopyFrom(checkpoint(s.segmenter, s.grid))
+            s.last_checkpoint = input_done
         return resp
 
     # --- Detect ----------------------------------------------------------------------

@@ -366,3 +366,31 @@ def test_format_rttm():
 def test_format_unknown():
     with pytest.raises(InvalidInputError, match="text, json, rttm"):
         format_segments(SEGS, "csv")
+
+
+def test_state_restore_continues_exactly():
+    """A segmenter restored from state() at any frame gives the events of one that never
+    stopped (what a resumed stream relies on)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(50, 800))
+        p = np.repeat(rng.random(n // 5 + 1), 5)[:n].astype(np.float32)
+        opts = {"max_speech_duration_s": float(rng.choice([np.inf, 1.0, 2.5]))}
+        whole = StreamingSegmenter(opts)
+        expected = whole.push(p) + whole.finish(n * 256)
+        first, k = StreamingSegmenter(opts), int(rng.integers(0, n))
+        got = first.push(p[:k])
+        second = StreamingSegmenter(opts)
+        second.restore(first.state())
+        got += second.push(p[k:]) + second.finish(n * 256)
+        assert got == expected
+        assert second.segment_count == whole.segment_count
+
+
+def test_restore_rejects_impossible_state():
+    seg = StreamingSegmenter()
+    state = seg.state()
+    with pytest.raises(InvalidInputError, match="bad segmenter state"):
+        seg.restore({**state, "segment_start_frame": 5})  # after frame 0
+    with pytest.raises(InvalidInputError, match="bad segmenter state"):
+        seg.restore({**state, "frames": "x"})

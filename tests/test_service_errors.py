@@ -48,6 +48,8 @@ INF = np.array([0.1, np.inf], "<f4").tobytes()
 STREAM_CASES = [
     ("audio_before_config", [audio(PCM)], ["first message", "config"]),
     ("second_config", [cfg(), audio(PCM), cfg()], ["second config"]),
+    ("empty_first_message", [pb.StreamingDetectRequest()], ["first message", "empty message"]),
+    ("empty_later_message", [cfg(), audio(PCM), pb.StreamingDetectRequest()], ["empty message"]),
     ("rate_too_low", [cfg(rate=7999)], ["8000", "48000"]),
     ("rate_too_high", [cfg(rate=48001)], ["8000", "48000"]),
     ("rate_missing", [cfg(rate=0)], ["8000"]),

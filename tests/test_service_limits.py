@@ -61,6 +61,17 @@ class OpenStream:
             out.append(r)
         return out
 
+    async def responses_until_error(self) -> list:
+        """The remaining responses of a call that ends with an error status (read it from
+        ``call.code()``)."""
+        out = []
+        try:
+            while (r := await self.call.read()) is not grpc.aio.EOF:
+                out.append(r)
+        except grpc.RpcError:
+            pass
+        return out
+
 
 async def test_max_streams(model):
     async with running_server(model, max_streams=2) as (server, port), stub_for(port) as stub:
@@ -167,3 +178,57 @@ async def test_disconnect_frees_state_at_once(model):
         s.call.cancel()
         await wait_until(lambda: not server.servicer.sessions and len(server.batcher.bank) == 0)
         assert server.metrics.registry.get_sample_value("vadnet_active_streams") == 0
+
+
+async def test_min_audio_rate_stops_a_trickling_stream_not_a_live_one(model):
+    """10 % of real time over a 2 s window: 20 ms every 0.5 s (4 %) is stopped with
+    DEADLINE_EXCEEDED; a real-time stream beside it runs on, exact."""
+
+    def trickle():
+        yield _config()
+        for _ in range(40):  # 20 s if never stopped
+            yield pb.StreamingDetectRequest(audio=_pcm(0.02))
+            time.sleep(0.5)
+
+    cfg = {"min_audio_rate": 0.1, "min_audio_rate_window_s": 2.0}
+    async with running_server(model, **cfg) as (_, port), stub_for(port) as stub:
+        start = time.monotonic()
+        # the sync client: grpc.aio may report INTERNAL for a call still sending (#36066)
+        slow = asyncio.create_task(
+            expect_error(
+                asyncio.to_thread(sync_stream, port, trickle()),
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "too slow",
+                "10% of real time",
+            )
+        )
+        live = OpenStream(stub)
+        live.send(_config())
+        for _ in range(50):  # 5 s
+            live.send(pb.StreamingDetectRequest(audio=_pcm(0.1)))
+            await asyncio.sleep(0.1)
+        live.close()
+        got = await live.responses()
+        assert got[-1].is_final and got[-1].summary.input_samples == 50 * 1600
+        await slow
+        assert time.monotonic() - start < 10
+
+
+async def test_stream_limit_per_client_address(model):
+    async with (
+        running_server(model, max_streams_per_peer=2) as (server, port),
+        stub_for(port) as stub,
+    ):
+        held = [OpenStream(stub), OpenStream(stub)]
+        for s in held:
+            s.send(_config())
+            s.send(pb.StreamingDetectRequest(audio=_pcm(0.1)))
+        await wait_until(lambda: len(server.servicer.sessions) == 2)
+        third = [_config(), pb.StreamingDetectRequest(audio=_pcm(0.1))]
+        await expect_stream_error(port, third, EXHAUSTED, "127.0.0.1 already has 2 open streams")
+        held[0].close()
+        assert (await held[0].responses())[-1].is_final
+        await wait_until(lambda: len(server.servicer.sessions) == 1)
+        assert (await asyncio.to_thread(sync_stream, port, third))[-1].is_final
+        held[1].close()
+        await held[1].responses()

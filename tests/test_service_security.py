@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 from pathlib import Path
@@ -176,8 +177,58 @@ async def test_bad_security_config_is_a_clear_error(model, pki, tmp_path):
     with pytest.raises(InvalidInputError, match="go together"):
         async with running_server(model, tls_cert=str(pki["server.pem"])):
             pass
+    with pytest.raises(InvalidInputError, match="do not make a pair"):
+        async with running_server(
+            model, tls_cert=str(pki["server.pem"]), tls_key=str(pki["rogue.key"])
+        ):
+            pass
     with pytest.raises(InvalidInputError, match="cannot read"):
         async with running_server(
             model, tls_cert=str(tmp_path / "no"), tls_key=str(tmp_path / "no")
         ):
             pass
+
+
+async def test_token_file_rotates_without_restart_and_reflection_is_open(model, pki, tmp_path):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    path = tmp_path / "tokens"
+    path.write_text("old-token\n")
+    async with running_server(model, auth_token_file=str(path)) as (_, port):
+        target = f"127.0.0.1:{port}"
+
+        async def works(token: str) -> bool:
+            async with AsyncVadClient(target, token=token) as client:
+                try:
+                    await client.model_info()
+                except grpc.aio.AioRpcError as e:
+                    assert e.code() == grpc.StatusCode.UNAUTHENTICATED
+                    return False
+                return True
+
+        async def settled(expect: dict[str, bool]) -> None:
+            for _ in range(50):  # the file is looked at once a second
+                if {t: await works(t) for t in expect} == expect:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"tokens never became {expect}")
+
+        assert await works("old-token") and not await works("new-token")
+        path.write_text("new-token\nold-token\n")  # rotation: both for a while
+        await settled({"new-token": True, "old-token": True})
+        path.write_text("new-token\n")
+        await settled({"new-token": True, "old-token": False})
+        path.write_text("")  # a broken file keeps the last good tokens
+        await asyncio.sleep(1.2)
+        assert await works("new-token")
+
+        # reflection answers without a token (grpcurl reaches health through it)
+        async with grpc.aio.insecure_channel(target) as ch:
+            stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+
+            async def ask():
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+            got = [r async for r in stub.ServerReflectionInfo(ask())]
+            names = {s.name for s in got[0].list_services_response.service}
+            assert "grpc.health.v1.Health" in names

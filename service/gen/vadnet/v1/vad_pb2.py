@@ -24,43 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13vadnet/v1/vad.proto\x12\tvadnet.v1\"\xd3\x02\n\x0fSegmenterConfig\x12\x16\n\tthreshold\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rneg_threshold\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12#\n\x16min_speech_duration_ms\x18\x03 \x01(\rH\x02\x88\x01\x01\x12$\n\x17min_silence_duration_ms\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x1a\n\rspeech_pad_ms\x18\x05 \x01(\rH\x04\x88\x01\x01\x12\"\n\x15max_speech_duration_s\x18\x06 \x01(\x01H\x05\x88\x01\x01\x42\x0c\n\n_thresholdB\x10\n\x0e_neg_thresholdB\x19\n\x17_min_speech_duration_msB\x1a\n\x18_min_silence_duration_msB\x10\n\x0e_speech_pad_msB\x18\n\x16_max_speech_duration_s\"\xa2\x01\n\x0fStreamingConfig\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12*\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x18.vadnet.v1.AudioEncoding\x12-\n\tsegmenter\x18\x03 \x01(\x0b\x32\x1a.vadnet.v1.SegmenterConfig\x12\x1c\n\x14return_probabilities\x18\x04 \x01(\x08\"b\n\x16StreamingDetectRequest\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.vadnet.v1.StreamingConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\x98\x01\n\x0bSpeechEvent\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.vadnet.v1.SpeechEvent.Kind\x12\x0e\n\x06time_s\x18\x02 \x01(\x01\x12\x0e\n\x06sample\x18\x03 \x01(\x03\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPEECH_START\x10\x01\x12\x0e\n\nSPEECH_END\x10\x02\"4\n\rProbabilities\x12\x13\n\x0b\x66irst_frame\x18\x01 \x01(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"r\n\rStreamSummary\x12\x0f\n\x07\x61udio_s\x18\x01 \x01(\x01\x12\x15\n\rinput_samples\x18\x02 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x03 \x01(\x03\x12\x10\n\x08segments\x18\x04 \x01(\x03\x12\x17\n\x0f\x65nded_by_server\x18\x05 \x01(\x08\"\xd0\x01\n\x17StreamingDetectResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.vadnet.v1.SpeechEvent\x12/\n\rprobabilities\x18\x02 \x01(\x0b\x32\x18.vadnet.v1.Probabilities\x12\x1f\n\x17input_samples_processed\x18\x03 \x01(\x03\x12\x10\n\x08is_final\x18\x04 \x01(\x08\x12)\n\x07summary\x18\x05 \x01(\x0b\x32\x18.vadnet.v1.StreamSummary\"\\\n\x08RawAudio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.vadnet.v1.AudioEncoding\"\xa0\x01\n\rDetectRequest\x12\x0e\n\x04\x66ile\x18\x01 \x01(\x0cH\x00\x12\"\n\x03raw\x18\x02 \x01(\x0b\x32\x13.vadnet.v1.RawAudioH\x00\x12-\n\tsegmenter\x18\x03 \x01(\x0b\x32\x1a.vadnet.v1.SegmenterConfig\x12\x1c\n\x14return_probabilities\x18\x04 \x01(\x08\x42\x0e\n\x0c\x61udio_source\"S\n\x07Segment\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x01\x12\x14\n\x0cstart_sample\x18\x03 \x01(\x03\x12\x12\n\nend_sample\x18\x04 \x01(\x03\"\x8c\x01\n\x0e\x44\x65tectResponse\x12$\n\x08segments\x18\x01 \x03(\x0b\x32\x12.vadnet.v1.Segment\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\x12\x0f\n\x07\x61udio_s\x18\x03 \x01(\x01\x12\x0e\n\x06\x66rames\x18\x04 \x01(\x03\x12\x1c\n\x14input_sample_rate_hz\x18\x05 \x01(\r\"\x15\n\x13GetModelInfoRequest\"\x8d\x02\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\r\n\x05hop_s\x18\x03 \x01(\x01\x12\x13\n\x0bhop_samples\x18\x04 \x01(\r\x12\x13\n\x0blookahead_s\x18\x05 \x01(\x01\x12\x18\n\x10lookahead_frames\x18\x06 \x01(\r\x12\x11\n\tlatency_s\x18\x07 \x01(\x01\x12\x19\n\x11receptive_field_s\x18\x08 \x01(\x01\x12\x12\n\nparameters\x18\t \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x0c \x01(\x01*_\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\t\n\x05MULAW\x10\x03\x12\x08\n\x04\x41LAW\x10\x04\x32\xf2\x01\n\rVoiceActivity\x12\\\n\x0fStreamingDetect\x12!.vadnet.v1.StreamingDetectRequest\x1a\".vadnet.v1.StreamingDetectResponse(\x01\x30\x01\x12=\n\x06\x44\x65tect\x12\x18.vadnet.v1.DetectRequest\x1a\x19.vadnet.v1.DetectResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.vadnet.v1.GetModelInfoRequest\x1a\x14.vadnet.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13vadnet/v1/vad.proto\x12\tvadnet.v1\"\xd3\x02\n\x0fSegmenterConfig\x12\x16\n\tthreshold\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rneg_threshold\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12#\n\x16min_speech_duration_ms\x18\x03 \x01(\rH\x02\x88\x01\x01\x12$\n\x17min_silence_duration_ms\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x1a\n\rspeech_pad_ms\x18\x05 \x01(\rH\x04\x88\x01\x01\x12\"\n\x15max_speech_duration_s\x18\x06 \x01(\x01H\x05\x88\x01\x01\x42\x0c\n\n_thresholdB\x10\n\x0e_neg_thresholdB\x19\n\x17_min_speech_duration_msB\x1a\n\x18_min_silence_duration_msB\x10\n\x0e_speech_pad_msB\x18\n\x16_max_speech_duration_s\"\xdd\x01\n\x0fStreamingConfig\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12*\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x18.vadnet.v1.AudioEncoding\x12-\n\tsegmenter\x18\x03 \x01(\x0b\x32\x1a.vadnet.v1.SegmenterConfig\x12\x1c\n\x14return_probabilities\x18\x04 \x01(\x08\x12\x11\n\tresumable\x18\x05 \x01(\x08\x12&\n\x06resume\x18\x06 \x01(\x0b\x32\x16.vadnet.v1.ResumePoint\"\xf8\x03\n\x0eSegmenterState\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12 \n\x13segment_start_frame\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\rstart_decided\x18\x03 \x01(\x08\x12 \n\x13silence_start_frame\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x31\n\x06splits\x18\x05 \x03(\x0b\x32!.vadnet.v1.SegmenterState.Silence\x12\x12\n\nlast_end_s\x18\x06 \x01(\x01\x12\x37\n\x07pending\x18\x07 \x03(\x0b\x32&.vadnet.v1.SegmenterState.PendingEvent\x12/\n\nopen_start\x18\x08 \x01(\x0b\x32\x16.vadnet.v1.SpeechEventH\x02\x88\x01\x01\x12\x10\n\x08segments\x18\t \x01(\x03\x1a.\n\x07Silence\x12\x13\n\x0b\x66irst_frame\x18\x01 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x02 \x01(\x03\x1aI\n\x0cPendingEvent\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.vadnet.v1.SpeechEvent.Kind\x12\x0e\n\x06time_s\x18\x02 \x01(\x01\x42\x16\n\x14_segment_start_frameB\x16\n\x14_silence_start_frameB\r\n\x0b_open_start\"W\n\x0bResumePoint\x12\x1a\n\x12replay_from_sample\x18\x01 \x01(\x03\x12,\n\tsegmenter\x18\x02 \x01(\x0b\x32\x19.vadnet.v1.SegmenterState\"b\n\x16StreamingDetectRequest\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.vadnet.v1.StreamingConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\x98\x01\n\x0bSpeechEvent\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.vadnet.v1.SpeechEvent.Kind\x12\x0e\n\x06time_s\x18\x02 \x01(\x01\x12\x0e\n\x06sample\x18\x03 \x01(\x03\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPEECH_START\x10\x01\x12\x0e\n\nSPEECH_END\x10\x02\"4\n\rProbabilities\x12\x13\n\x0b\x66irst_frame\x18\x01 \x01(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"r\n\rStreamSummary\x12\x0f\n\x07\x61udio_s\x18\x01 \x01(\x01\x12\x15\n\rinput_samples\x18\x02 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x03 \x01(\x03\x12\x10\n\x08segments\x18\x04 \x01(\x03\x12\x17\n\x0f\x65nded_by_server\x18\x05 \x01(\x08\"\xfc\x01\n\x17StreamingDetectResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.vadnet.v1.SpeechEvent\x12/\n\rprobabilities\x18\x02 \x01(\x0b\x32\x18.vadnet.v1.Probabilities\x12\x1f\n\x17input_samples_processed\x18\x03 \x01(\x03\x12\x10\n\x08is_final\x18\x04 \x01(\x08\x12)\n\x07summary\x18\x05 \x01(\x0b\x32\x18.vadnet.v1.StreamSummary\x12*\n\ncheckpoint\x18\x06 \x01(\x0b\x32\x16.vadnet.v1.ResumePoint\"\\\n\x08RawAudio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.vadnet.v1.AudioEncoding\"\xa0\x01\n\rDetectRequest\x12\x0e\n\x04\x66ile\x18\x01 \x01(\x0cH\x00\x12\"\n\x03raw\x18\x02 \x01(\x0b\x32\x13.vadnet.v1.RawAudioH\x00\x12-\n\tsegmenter\x18\x03 \x01(\x0b\x32\x1a.vadnet.v1.SegmenterConfig\x12\x1c\n\x14return_probabilities\x18\x04 \x01(\x08\x42\x0e\n\x0c\x61udio_source\"S\n\x07Segment\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x01\x12\x14\n\x0cstart_sample\x18\x03 \x01(\x03\x12\x12\n\nend_sample\x18\x04 \x01(\x03\"\x8c\x01\n\x0e\x44\x65tectResponse\x12$\n\x08segments\x18\x01 \x03(\x0b\x32\x12.vadnet.v1.Segment\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\x12\x0f\n\x07\x61udio_s\x18\x03 \x01(\x01\x12\x0e\n\x06\x66rames\x18\x04 \x01(\x03\x12\x1c\n\x14input_sample_rate_hz\x18\x05 \x01(\r\"\x15\n\x13GetModelInfoRequest\"\x8d\x02\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\r\n\x05hop_s\x18\x03 \x01(\x01\x12\x13\n\x0bhop_samples\x18\x04 \x01(\r\x12\x13\n\x0blookahead_s\x18\x05 \x01(\x01\x12\x18\n\x10lookahead_frames\x18\x06 \x01(\r\x12\x11\n\tlatency_s\x18\x07 \x01(\x01\x12\x19\n\x11receptive_field_s\x18\x08 \x01(\x01\x12\x12\n\nparameters\x18\t \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x0c \x01(\x01*_\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\t\n\x05MULAW\x10\x03\x12\x08\n\x04\x41LAW\x10\x04\x32\xf2\x01\n\rVoiceActivity\x12\\\n\x0fStreamingDetect\x12!.vadnet.v1.StreamingDetectRequest\x1a\".vadnet.v1.StreamingDetectResponse(\x01\x30\x01\x12=\n\x06\x44\x65tect\x12\x18.vadnet.v1.DetectRequest\x1a\x19.vadnet.v1.DetectResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.vadnet.v1.GetModelInfoRequest\x1a\x14.vadnet.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vadnet.v1.vad_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1957
-  _globals['_AUDIOENCODING']._serialized_end=2052
+  _globals['_AUDIOENCODING']._serialized_start=2656
+  _globals['_AUDIOENCODING']._serialized_end=2751
   _globals['_SEGMENTERCONFIG']._serialized_start=35
   _globals['_SEGMENTERCONFIG']._serialized_end=374
   _globals['_STREAMINGCONFIG']._serialized_start=377
-  _globals['_STREAMINGCONFIG']._serialized_end=539
-  _globals['_STREAMINGDETECTREQUEST']._serialized_start=541
-  _globals['_STREAMINGDETECTREQUEST']._serialized_end=639
-  _globals['_SPEECHEVENT']._serialized_start=642
-  _globals['_SPEECHEVENT']._serialized_end=794
-  _globals['_SPEECHEVENT_KIND']._serialized_start=732
-  _globals['_SPEECHEVENT_KIND']._serialized_end=794
-  _globals['_PROBABILITIES']._serialized_start=796
-  _globals['_PROBABILITIES']._serialized_end=848
-  _globals['_STREAMSUMMARY']._serialized_start=850
-  _globals['_STREAMSUMMARY']._serialized_end=964
-  _globals['_STREAMINGDETECTRESPONSE']._serialized_start=967
-  _globals['_STREAMINGDETECTRESPONSE']._serialized_end=1175
-  _globals['_RAWAUDIO']._serialized_start=1177
-  _globals['_RAWAUDIO']._serialized_end=1269
-  _globals['_DETECTREQUEST']._serialized_start=1272
-  _globals['_DETECTREQUEST']._serialized_end=1432
-  _globals['_SEGMENT']._serialized_start=1434
-  _globals['_SEGMENT']._serialized_end=1517
-  _globals['_DETECTRESPONSE']._serialized_start=1520
-  _globals['_DETECTRESPONSE']._serialized_end=1660
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1662
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1683
-  _globals['_MODELINFO']._serialized_start=1686
-  _globals['_MODELINFO']._serialized_end=1955
-  _globals['_VOICEACTIVITY']._serialized_start=2055
-  _globals['_VOICEACTIVITY']._serialized_end=2297
+  _globals['_STREAMINGCONFIG']._serialized_end=598
+  _globals['_SEGMENTERSTATE']._serialized_start=601
+  _globals['_SEGMENTERSTATE']._serialized_end=1105
+  _globals['_SEGMENTERSTATE_SILENCE']._serialized_start=921
+  _globals['_SEGMENTERSTATE_SILENCE']._serialized_end=967
+  _globals['_SEGMENTERSTATE_PENDINGEVENT']._serialized_start=969
+  _globals['_SEGMENTERSTATE_PENDINGEVENT']._serialized_end=1042
+  _globals['_RESUMEPOINT']._serialized_start=1107
+  _globals['_RESUMEPOINT']._serialized_end=1194
+  _globals['_STREAMINGDETECTREQUEST']._serialized_start=1196
+  _globals['_STREAMINGDETECTREQUEST']._serialized_end=1294
+  _globals['_SPEECHEVENT']._serialized_start=1297
+  _globals['_SPEECHEVENT']._serialized_end=1449
+  _globals['_SPEECHEVENT_KIND']._serialized_start=1387
+  _globals['_SPEECHEVENT_KIND']._serialized_end=1449
+  _globals['_PROBABILITIES']._serialized_start=1451
+  _globals['_PROBABILITIES']._serialized_end=1503
+  _globals['_STREAMSUMMARY']._serialized_start=1505
+  _globals['_STREAMSUMMARY']._serialized_end=1619
+  _globals['_STREAMINGDETECTRESPONSE']._serialized_start=1622
+  _globals['_STREAMINGDETECTRESPONSE']._serialized_end=1874
+  _globals['_RAWAUDIO']._serialized_start=1876
+  _globals['_RAWAUDIO']._serialized_end=1968
+  _globals['_DETECTREQUEST']._serialized_start=1971
+  _globals['_DETECTREQUEST']._serialized_end=2131
+  _globals['_SEGMENT']._serialized_start=2133
+  _globals['_SEGMENT']._serialized_end=2216
+  _globals['_DETECTRESPONSE']._serialized_start=2219
+  _globals['_DETECTRESPONSE']._serialized_end=2359
+  _globals['_GETMODELINFOREQUEST']._serialized_start=2361
+  _globals['_GETMODELINFOREQUEST']._serialized_end=2382
+  _globals['_MODELINFO']._serialized_start=2385
+  _globals['_MODELINFO']._serialized_end=2654
+  _globals['_VOICEACTIVITY']._serialized_start=2754
+  _globals['_VOICEACTIVITY']._serialized_end=2996
 # @@protoc_insertion_point(module_scope)

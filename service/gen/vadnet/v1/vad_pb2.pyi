@@ -37,16 +37,64 @@ class SegmenterConfig(_message.Message):
     def __init__(self, threshold: _Optional[float] = ..., neg_threshold: _Optional[float] = ..., min_speech_duration_ms: _Optional[int] = ..., min_silence_duration_ms: _Optional[int] = ..., speech_pad_ms: _Optional[int] = ..., max_speech_duration_s: _Optional[float] = ...) -> None: ...
 
 class StreamingConfig(_message.Message):
-    __slots__ = ("sample_rate_hz", "encoding", "segmenter", "return_probabilities")
+    __slots__ = ("sample_rate_hz", "encoding", "segmenter", "return_probabilities", "resumable", "resume")
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SEGMENTER_FIELD_NUMBER: _ClassVar[int]
     RETURN_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    RESUMABLE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     sample_rate_hz: int
     encoding: AudioEncoding
     segmenter: SegmenterConfig
     return_probabilities: bool
-    def __init__(self, sample_rate_hz: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., segmenter: _Optional[_Union[SegmenterConfig, _Mapping]] = ..., return_probabilities: _Optional[bool] = ...) -> None: ...
+    resumable: bool
+    resume: ResumePoint
+    def __init__(self, sample_rate_hz: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., segmenter: _Optional[_Union[SegmenterConfig, _Mapping]] = ..., return_probabilities: _Optional[bool] = ..., resumable: _Optional[bool] = ..., resume: _Optional[_Union[ResumePoint, _Mapping]] = ...) -> None: ...
+
+class SegmenterState(_message.Message):
+    __slots__ = ("frames", "segment_start_frame", "start_decided", "silence_start_frame", "splits", "last_end_s", "pending", "open_start", "segments")
+    class Silence(_message.Message):
+        __slots__ = ("first_frame", "frames")
+        FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
+        FRAMES_FIELD_NUMBER: _ClassVar[int]
+        first_frame: int
+        frames: int
+        def __init__(self, first_frame: _Optional[int] = ..., frames: _Optional[int] = ...) -> None: ...
+    class PendingEvent(_message.Message):
+        __slots__ = ("kind", "time_s")
+        KIND_FIELD_NUMBER: _ClassVar[int]
+        TIME_S_FIELD_NUMBER: _ClassVar[int]
+        kind: SpeechEvent.Kind
+        time_s: float
+        def __init__(self, kind: _Optional[_Union[SpeechEvent.Kind, str]] = ..., time_s: _Optional[float] = ...) -> None: ...
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_START_FRAME_FIELD_NUMBER: _ClassVar[int]
+    START_DECIDED_FIELD_NUMBER: _ClassVar[int]
+    SILENCE_START_FRAME_FIELD_NUMBER: _ClassVar[int]
+    SPLITS_FIELD_NUMBER: _ClassVar[int]
+    LAST_END_S_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    OPEN_START_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    frames: int
+    segment_start_frame: int
+    start_decided: bool
+    silence_start_frame: int
+    splits: _containers.RepeatedCompositeFieldContainer[SegmenterState.Silence]
+    last_end_s: float
+    pending: _containers.RepeatedCompositeFieldContainer[SegmenterState.PendingEvent]
+    open_start: SpeechEvent
+    segments: int
+    def __init__(self, frames: _Optional[int] = ..., segment_start_frame: _Optional[int] = ..., start_decided: _Optional[bool] = ..., silence_start_frame: _Optional[int] = ..., splits: _Optional[_Iterable[_Union[SegmenterState.Silence, _Mapping]]] = ..., last_end_s: _Optional[float] = ..., pending: _Optional[_Iterable[_Union[SegmenterState.PendingEvent, _Mapping]]] = ..., open_start: _Optional[_Union[SpeechEvent, _Mapping]] = ..., segments: _Optional[int] = ...) -> None: ...
+
+class ResumePoint(_message.Message):
+    __slots__ = ("replay_from_sample", "segmenter")
+    REPLAY_FROM_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTER_FIELD_NUMBER: _ClassVar[int]
+    replay_from_sample: int
+    segmenter: SegmenterState
+    def __init__(self, replay_from_sample: _Optional[int] = ..., segmenter: _Optional[_Union[SegmenterState, _Mapping]] = ...) -> None: ...
 
 class StreamingDetectRequest(_message.Message):
     __slots__ = ("config", "audio")
@@ -97,18 +145,20 @@ class StreamSummary(_message.Message):
     def __init__(self, audio_s: _Optional[float] = ..., input_samples: _Optional[int] = ..., frames: _Optional[int] = ..., segments: _Optional[int] = ..., ended_by_server: _Optional[bool] = ...) -> None: ...
 
 class StreamingDetectResponse(_message.Message):
-    __slots__ = ("events", "probabilities", "input_samples_processed", "is_final", "summary")
+    __slots__ = ("events", "probabilities", "input_samples_processed", "is_final", "summary", "checkpoint")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     INPUT_SAMPLES_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[SpeechEvent]
     probabilities: Probabilities
     input_samples_processed: int
     is_final: bool
     summary: StreamSummary
-    def __init__(self, events: _Optional[_Iterable[_Union[SpeechEvent, _Mapping]]] = ..., probabilities: _Optional[_Union[Probabilities, _Mapping]] = ..., input_samples_processed: _Optional[int] = ..., is_final: _Optional[bool] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ...) -> None: ...
+    checkpoint: ResumePoint
+    def __init__(self, events: _Optional[_Iterable[_Union[SpeechEvent, _Mapping]]] = ..., probabilities: _Optional[_Union[Probabilities, _Mapping]] = ..., input_samples_processed: _Optional[int] = ..., is_final: _Optional[bool] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ..., checkpoint: _Optional[_Union[ResumePoint, _Mapping]] = ...) -> None: ...
 
 class RawAudio(_message.Message):
     __slots__ = ("data", "sample_rate_hz", "encoding")
