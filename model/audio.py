@@ -18,11 +18,14 @@ unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
+import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +33,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, ResourceExhaustedError
 
 logger = logging.getLogger("vadnet")
 
@@ -39,6 +42,15 @@ MIN_RATE_HZ, MAX_RATE_HZ = 8000, 48000
 MODEL_RATE_HZ = 16000
 
 _SAMPLE_BYTES = {"LINEAR16": 2, "FLOAT32": 4, "MULAW": 1, "ALAW": 1}
+# Container decoding goes this many samples (all channels) at a time: 4 MB of float32.
+_BLOCK_SAMPLES = 1 << 20
+_MAX_CHANNELS = 64  # more is a crafted header, not a recording we could downmix usefully
+# No codec packs more samples (per channel) per byte than this: FLAC's densest frame (a
+# constant subframe of 65535 samples) takes >= 12 bytes, ~5,500 samples a byte; Opus and
+# Vorbis silence stay under ~3,000. A header claiming more is corrupt or crafted (e.g. a
+# FLAC of 1 MB claiming 2^36 samples, 65,000 a byte).
+_MAX_FRAMES_PER_BYTE = 1 << 14
+_UNKNOWN_FRAMES = (1 << 63) - 1  # libsndfile's frame count when a header leaves it open
 # "HQ" is soxr's default: 20-bit precision, far below what the net can hear.
 _SOXR_QUALITY = "HQ"
 
@@ -293,17 +305,127 @@ def load_audio(path: str | Path) -> Audio:
     return audio
 
 
-def load_audio_bytes(data: bytes) -> Audio:
-    """A whole container file (wav/flac/ogg/...) held in memory -> Audio."""
+def _limit_error(
+    duration_s: float, max_duration_s: float, more: bool = False
+) -> ResourceExhaustedError:
+    return ResourceExhaustedError(
+        f"clip is {'more than ' if more else ''}{duration_s:.1f} s, over this server's {max_duration_s:g} s limit"
+        " for Detect: split it or use StreamingDetect"
+    )
+
+
+def _check_header(
+    f: sf.SoundFile, size_bytes: int, max_duration_s: float | None, name: str
+) -> None:
+    """Judge a container by its header alone, before any sample is decoded."""
+    try:
+        check_rate(int(f.samplerate))
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{name}: {e}") from e
+    if not 1 <= f.channels <= _MAX_CHANNELS:
+        raise InvalidInputError(f"{name} has {f.channels} channels: send 1 to {_MAX_CHANNELS}")
+    if f.frames == _UNKNOWN_FRAMES:
+        return  # a streamed encoding (e.g. FLAC with total_samples 0): the decode counts
+    if f.frames < 0 or f.frames > max(size_bytes, 1) * _MAX_FRAMES_PER_BYTE:
+        raise InvalidInputError(
+            f"{name}: its header claims {f.frames} samples, impossible in {size_bytes} bytes;"
+            " the file is corrupt or crafted"
+        )
+    if max_duration_s is not None and f.frames / f.samplerate > max_duration_s:
+        raise _limit_error(f.frames / f.samplerate, max_duration_s)
+
+
+def _decode_blocks(f: sf.SoundFile, max_duration_s: float | None, name: str) -> Audio:
+    """Decode ``f`` block by block (downmix -> check -> stream-resample each), so memory is
+    the 16 kHz output plus one block: O(limit), never O(what the header claims). Equal,
+    sample for sample, to decoding the whole file and resampling it at once."""
+    rate = int(f.samplerate)
+    resampler = Resampler(rate)
+    limit = None if max_duration_s is None else int(max_duration_s * rate)
+    block = max(1, _BLOCK_SAMPLES // f.channels)
+    out, total = [], 0
+    while True:
+        x = f.read(block, dtype="float32", always_2d=True)
+        if x.shape[0] == 0:
+            break
+        x = x.mean(axis=1, dtype=np.float64).astype(np.float32) if x.shape[1] > 1 else x[:, 0]
+        if not np.all(np.isfinite(x)):
+            raise InvalidInputError(f"{name} contains NaN/Inf samples")
+        total += x.shape[0]
+        if limit is not None and total > limit:  # a header that understated its length
+            raise _limit_error(limit / rate, max_duration_s, more=True)
+        out.append(resampler(x))
+    if total == 0:
+        raise InvalidInputError(f"{name} contains no audio samples")
+    out.append(resampler(np.zeros(0, np.float32), last=True))
+    return Audio(np.concatenate(out), rate, total)
+
+
+@contextlib.contextmanager
+def _open_in_memory(data: bytes) -> Iterator[sf.SoundFile]:
+    """libsndfile on bytes. Through an anonymous in-memory file (Linux memfd) when there
+    is one: libsndfile then reads it in C, where a BytesIO would call back into Python,
+    taking the GIL, for every read while it decodes."""
+    if not hasattr(os, "memfd_create"):
+        with sf.SoundFile(io.BytesIO(bytes(data))) as f:
+            yield f
+        return
+    fd = os.memfd_create("vadnet-upload", os.MFD_CLOEXEC)
+    try:
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        os.lseek(fd, 0, os.SEEK_SET)
+        with sf.SoundFile(fd, closefd=False) as f:
+            yield f
+    finally:
+        os.close(fd)
+
+
+def load_audio_bytes(data: bytes, max_duration_s: float | None = None) -> Audio:
+    """A whole container file (wav/flac/ogg/...) held in memory -> Audio.
+
+    The header is read first: a rate out of range, an impossible sample count
+    (InvalidInputError) or a duration over ``max_duration_s`` (ResourceExhaustedError)
+    is refused before any sample is decoded; then the file is decoded in bounded blocks.
+    """
     if not data:
         raise InvalidInputError("the audio file is empty (0 bytes)")
-    x, rate = _read(io.BytesIO(bytes(data)), "the uploaded file")
-    return audio_from_samples(x, rate, "the uploaded file")
+    name = "the uploaded file"
+    opened = False
+    try:
+        with _open_in_memory(data) as f:
+            opened = True
+            _check_header(f, len(data), max_duration_s, name)
+            return _decode_blocks(f, max_duration_s, name)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        if isinstance(e, InvalidInputError):
+            raise
+        if opened:  # a broken stream inside a good header: no second, unbounded decode
+            raise InvalidInputError(f"cannot decode audio from {name}: {e}") from e
+        first_error = e
+    logger.debug("soundfile cannot read %s (%s); trying librosa", name, first_error)
+    # Formats libsndfile lacks (only with an ffmpeg-like backend installed): a whole-file
+    # decode, so the limit is checked after it.
+    x, rate = _read(io.BytesIO(bytes(data)), name)
+    audio = audio_from_samples(x, rate, name)
+    if max_duration_s is not None and audio.duration_s > max_duration_s:
+        raise _limit_error(audio.duration_s, max_duration_s) from first_error
+    return audio
 
 
-def decode_audio(data: bytes, encoding: str, sample_rate_hz: int) -> Audio:
-    """Raw headerless bytes (see :func:`decode_pcm`) -> Audio; empty audio is an error."""
-    x = decode_pcm(data, encoding, sample_rate_hz)
+def decode_audio(
+    data: bytes, encoding: str, sample_rate_hz: int, max_duration_s: float | None = None
+) -> Audio:
+    """Raw headerless bytes (see :func:`decode_pcm`) -> Audio; empty audio is an error.
+    A duration over ``max_duration_s`` (from the byte count) is refused before decoding."""
+    enc = _check_encoding(encoding)
+    check_rate(sample_rate_hz)
+    duration_s = len(data) / _SAMPLE_BYTES[enc] / sample_rate_hz
+    if max_duration_s is not None and duration_s > max_duration_s:
+        raise _limit_error(duration_s, max_duration_s)
+    x = decode_pcm(data, enc, sample_rate_hz)
     if x.size == 0:
         raise InvalidInputError("the audio contains no samples")
     return Audio(resample_to_model_rate(x, sample_rate_hz), int(sample_rate_hz), int(x.size))

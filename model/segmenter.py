@@ -205,10 +205,11 @@ class StreamingSegmenter:
         # A silence qualifies as a split point if it lasts more than 98 ms.
         self._split_silence = math.floor(SPLIT_SILENCE_MS / 1000 / self.hop_s + _EPS) + 1
         self._max_frames: int | None = None
-        if math.isfinite(o.max_speech_duration_s):
-            self._max_frames = math.floor(
-                (o.max_speech_duration_s - 2 * self._pad_s) / self.hop_s + _EPS
-            )
+        max_frames = (o.max_speech_duration_s - 2 * self._pad_s) / self.hop_s + _EPS
+        # A finite limit beyond what a float counts (1e308 s) never splits anything: it is
+        # "unlimited" too (found by bench/fuzz.py: math.floor(inf) raised OverflowError).
+        if math.isfinite(max_frames):
+            self._max_frames = math.floor(max_frames)
             if self._max_frames < max(1, self._min_speech):
                 raise InvalidInputError(
                     f"max_speech_duration_s ({o.max_speech_duration_s}) leaves room for"

@@ -35,7 +35,19 @@ class ServerConfig:
     torch_threads: int = _opt(0, "torch intra-op threads per process; 0: 1 if workers > 1")
     max_batch_size: int = _opt(256, "most streams in one forward pass")
     max_queue_delay_ms: float = _opt(10.0, "longest wait for a batch to fill")
-    max_streams: int = _opt(2000, "concurrent streams per process (RESOURCE_EXHAUSTED beyond)")
+    max_streams: int = _opt(
+        2000, "concurrent calls per process, streams and Detect (RESOURCE_EXHAUSTED beyond)"
+    )
+    # 4: each admitted Detect may hold its upload plus up to 600 s of decoded 16 kHz audio
+    # (~40 MB); Detect runs only in the model's idle time, so more at once are not faster.
+    max_detect_calls: int = _opt(
+        4, "concurrent Detect calls per process (RESOURCE_EXHAUSTED with a retry hint beyond)"
+    )
+    # 20 s: a slice costs a stream chunk that arrives meanwhile its compute (~10-20 ms on
+    # one core); longer slices recompute the 8 s receptive field less often.
+    detect_slice_s: float = _opt(
+        20.0, "Detect runs in exact slices this long, between stream batches"
+    )
     max_message_bytes: int = _opt(4 << 20, "largest request message")
     max_stream_duration_s: float = _opt(3600.0, "longest stream, in audio and in wall time")
     idle_timeout_s: float = _opt(30.0, "a stream silent this long is ended (DEADLINE_EXCEEDED)")
@@ -88,6 +100,8 @@ class ServerConfig:
             "max_stream_duration_s",
             "idle_timeout_s",
             "max_detect_audio_s",
+            "max_detect_calls",
+            "detect_slice_s",
             "max_buffered_audio_s",
             "min_audio_rate_window_s",
             "workers",

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import grpc
 
-from vadnet.model.errors import VadnetError
+from vadnet.model.errors import ResourceExhaustedError, VadnetError
 
 logger = logging.getLogger("vadnet")
 
@@ -27,6 +27,28 @@ class UnavailableError(VadnetError):
     """The server is draining or not ready: retry on another replica."""
 
     grpc_code = "UNAVAILABLE"
+
+
+class OverloadedError(ResourceExhaustedError):
+    """The server is full: retry after ``retry_after_ms`` (sent as trailing metadata)."""
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = int(retry_after_ms)
+
+
+# Trailing-metadata keys of the retry hint: gRPC's own (honoured by a client's retry
+# policy) and a plain one for clients that read metadata themselves.
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+RETRY_AFTER_KEY = "retry-after-ms"
+
+
+def retry_metadata(err: BaseException) -> tuple[tuple[str, str], ...]:
+    """The retry hint of ``err`` as trailing metadata (empty when it has none)."""
+    ms = getattr(err, "retry_after_ms", None)
+    if ms is None:
+        return ()
+    return ((RETRY_PUSHBACK_KEY, str(ms)), (RETRY_AFTER_KEY, str(ms)))
 
 
 def status_code(err: BaseException) -> grpc.StatusCode:
@@ -47,5 +69,5 @@ async def abort(context: grpc.aio.ServicerContext, err: BaseException) -> NoRetu
     """End the RPC with the status of ``err`` (logs a traceback when it is a bug)."""
     if not isinstance(err, VadnetError):
         logger.error("unexpected error in %s", type(err).__name__, exc_info=err)
-    await context.abort(status_code(err), status_message(err))
+    await context.abort(status_code(err), status_message(err), retry_metadata(err))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover

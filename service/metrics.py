@@ -48,12 +48,21 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.detect_slices = Histogram(
+            "vadnet_detect_batch_seconds",
+            "Wall time of one batch of Detect slices (run between stream batches)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.errors = Counter(
             "vadnet_errors", "RPCs ended with an error, by status code", ["code"], registry=r
         )
 
     def on_batch(self, stats: BatchStats) -> None:
         """Batcher callback: one call per forward pass."""
+        if stats.kind == "whole":
+            self.detect_slices.observe(stats.inference_s)
+            return
         self.batch_size.observe(stats.size)
         self.queue_delay.observe(stats.queue_delay_s)
         self.inference_latency.observe(stats.inference_s)

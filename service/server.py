@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from vadnet.model.checkpoint import load_model, model_version
 from vadnet.model.errors import InvalidInputError
+from vadnet.model.inference import WholeInputVAD
 from vadnet.model.network import VadNet
 from vadnet.model.streaming import StreamBank
 from vadnet.v1 import vad_pb2 as pb
@@ -149,8 +150,17 @@ class VadServer:
         if cfg.half and self.device.type == "cuda":
             model = model.half()
         bank = StreamBank(model, self.device, capacity=64)
+        # Detect's slices: one batch holds at most one full slice (with its reach-back),
+        # so a stream chunk never waits behind more than that.
+        whole = WholeInputVAD(model, device=str(self.device), chunk_s=cfg.detect_slice_s)
+        slice_samples = int(cfg.detect_slice_s * model.sample_rate) + model.receptive_field_samples
         self.batcher = Batcher(
-            bank, cfg.max_batch_size, cfg.max_queue_delay_ms, on_batch=self.metrics.on_batch
+            bank,
+            cfg.max_batch_size,
+            cfg.max_queue_delay_ms,
+            on_batch=self.metrics.on_batch,
+            whole=whole,
+            whole_batch_samples=slice_samples,
         )
         self.servicer = VoiceActivityServicer(self.batcher, cfg, self.metrics, self._info(model))
         pb_grpc.add_VoiceActivityServicer_to_server(self.servicer, self.grpc)

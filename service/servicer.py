@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -31,7 +30,9 @@ from vadnet.model.segmenter import SegmenterOptions, StreamingSegmenter, segment
 from vadnet.v1 import vad_pb2 as pb
 from vadnet.v1 import vad_pb2_grpc as pb_grpc
 
+from .admission import Admission
 from .batcher import Batcher, Stream
+from .bulk import BulkPool
 from .config import ServerConfig
 from .errors import StreamTimeoutError, UnavailableError, abort, status_code
 from .metrics import Metrics
@@ -51,9 +52,6 @@ _SEGMENTER_FIELDS = (
 # A resumable stream gets a checkpoint at least this often (input audio), so that the
 # client's replay buffer stays near the receptive field (8.3 s) plus this.
 _CHECKPOINT_EVERY_S = 1.0
-# Detect feeds a clip through the batcher in pieces this long, so one long clip
-# shares the model with live streams instead of stalling them.
-_DETECT_PIECE_SAMPLES = 8000
 
 
 def segmenter_options(msg: pb.SegmenterConfig) -> SegmenterOptions:
@@ -143,6 +141,8 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         self.draining = False
         self.sessions: set[_Session] = set()
         self._detects = 0  # Detect calls in progress
+        self.admission = Admission(config)
+        self.bulk = BulkPool(config.max_detect_calls)  # Detect's decode and segmenting
         self._idle = asyncio.Event()
         self._idle.set()
         self._max_buffered = int(config.max_buffered_audio_s * MODEL_RATE_HZ)
@@ -158,6 +158,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self.bulk.shutdown()
 
     def end_all_streams(self) -> None:
         """Drain: stop reading every stream; each gets the results of what it sent (and a
@@ -233,11 +234,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         session = _Session(peer=context.peer(), peer_ip=peer_address(context.peer()))
         try:
             self._check_admission()
-            if len(self.sessions) >= self.config.max_streams:
-                raise ResourceExhaustedError(
-                    f"server is at its limit of {self.config.max_streams} concurrent streams:"
-                    " retry later or on another replica"
-                )
+            self.admission.check_stream(len(self.sessions), self._detects)
             self._admit_peer(session)
             self.sessions.add(session)
             self._calls_changed()
@@ -495,13 +492,19 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
     ) -> pb.DetectResponse:  # noqa: N802
         try:
             self._check_admission()
+            # Admitted before decoding: the cap bounds the decoded audio held at once.
+            self.admission.check_detect(
+                len(self.sessions), self._detects, self.batcher.whole_backlog_s()
+            )
             self._detects += 1
             self._calls_changed()
+            started = time.monotonic()
             try:
                 return await self._detect(request)
             finally:
                 self._detects -= 1
                 self._calls_changed()
+                self.admission.detect_done(time.monotonic() - started)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -510,25 +513,28 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
 
     async def _detect(self, request: pb.DetectRequest) -> pb.DetectResponse:
         limit = self.config.max_detect_audio_s
+        opts = segmenter_options(request.segmenter)  # cheap checks before the decode
         source = request.WhichOneof("audio_source")
-        # Decoding a clip takes a while: off the event loop, but not on the model thread.
+        # Decoding a clip takes a while: on a low-priority thread (service/bulk.py).
+        # Both decoders refuse a clip over the limit from its header or byte count.
         if source == "file":
-            audio = await asyncio.to_thread(load_audio_bytes, request.file)
+            audio = await self.bulk.run(load_audio_bytes, request.file, limit)
         elif source == "raw":
             raw = request.raw
             enc = encoding_name(raw.encoding)
-            audio = await asyncio.to_thread(decode_audio, raw.data, enc, int(raw.sample_rate_hz))
+            rate = int(raw.sample_rate_hz)
+            audio = await self.bulk.run(decode_audio, raw.data, enc, rate, limit)
         else:
             raise InvalidInputError("set either file (wav/flac/ogg bytes) or raw audio")
-        if audio.duration_s > limit:
-            raise ResourceExhaustedError(
-                f"clip is {audio.duration_s:.1f} s, over this server's {limit:g} s limit"
-                " for Detect: split it or use StreamingDetect"
-            )
-        opts = segmenter_options(request.segmenter)
-        probs = await self._probabilities(audio.samples)
-        segments = segment_probs(
-            probs, opts, self._hop / MODEL_RATE_HZ, audio.input_rate_hz, audio.num_input_samples
+        probs = await self.batcher.probabilities(audio.samples)
+        # Pure Python holding the GIL: default priority (see service/bulk.py), off the loop.
+        segments = await asyncio.to_thread(
+            segment_probs,
+            probs,
+            opts,
+            self._hop / MODEL_RATE_HZ,
+            audio.input_rate_hz,
+            audio.num_input_samples,
         )
         resp = pb.DetectResponse(
             audio_s=audio.duration_s, frames=probs.size, input_sample_rate_hz=audio.input_rate_hz
@@ -545,25 +551,6 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         self.metrics.audio_seconds.labels("Detect").inc(audio.duration_s)
         self.metrics.frames.labels("Detect").inc(probs.size)
         return resp
-
-    async def _probabilities(self, samples: np.ndarray) -> np.ndarray:
-        """(n,) float32 at 16 kHz -> (ceil(n / hop),) probabilities, via the batcher."""
-        stream = self.batcher.open()
-        try:
-            n = samples.size
-            cuts = list(range(0, n, _DETECT_PIECE_SAMPLES))
-            futs = [
-                self.batcher.submit(stream, samples[c : c + _DETECT_PIECE_SAMPLES], final=False)
-                for c in cuts[:-1]
-            ]
-            last = cuts[-1] if cuts else 0
-            futs.append(self.batcher.submit(stream, samples[last:], final=True))
-            parts = [r.probs for r in await asyncio.gather(*futs) if r is not None]
-        finally:
-            self.batcher.close(stream)
-        probs = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        assert probs.size == math.ceil(n / self._hop)
-        return probs
 
     # --- GetModelInfo ----------------------------------------------------------------
     async def GetModelInfo(

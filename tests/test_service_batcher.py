@@ -73,3 +73,46 @@ async def test_close_while_queued_cancels_and_frees(model):
         assert len(batcher.bank) == 0
     finally:
         await batcher.stop()
+
+
+async def test_whole_clips_are_exact_and_yield_to_streams(model):
+    from vadnet.model.inference import WholeInputVAD
+
+    rng = np.random.default_rng(1)
+    clips = [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in (70_001, 3_000, 40_000)]
+    stats = []
+    hop = model.hop_samples
+    whole = WholeInputVAD(model, chunk_s=1.0)  # many slices, so streams can cut in
+    batcher = Batcher(
+        StreamBank(model),
+        max_batch_size=8,
+        max_queue_delay_ms=0.0,
+        on_batch=stats.append,
+        whole=whole,
+        whole_batch_samples=16000 + model.receptive_field_samples,
+    )
+    await batcher.start()
+    try:
+        detects = [asyncio.ensure_future(batcher.probabilities(x)) for x in clips]
+        while not any(s.kind == "whole" for s in stats):
+            await asyncio.sleep(0.001)
+        stream = batcher.open()
+        x = (rng.standard_normal(hop * 50) * 0.1).astype(np.float32)
+        result = await batcher.submit(stream, x, final=True)
+        batcher.close(stream)
+        # The stream chunk went in right after the Detect batch that was running.
+        kinds = [s.kind for s in stats]
+        assert "stream" in kinds and kinds.index("stream") <= 2, kinds
+        assert not all(d.done() for d in detects)  # Detect work was still queued
+        got = await asyncio.gather(*detects)
+    finally:
+        await batcher.stop()
+    assert np.abs(result.probs - _offline(model, x)).max() <= 1e-5
+    for clip, probs in zip(clips, got, strict=True):
+        ref = _offline(model, clip)
+        assert probs.shape == ref.shape
+        assert np.abs(probs - ref).max() <= 1e-5
+    # Slices of different clips shared batches (round-robin), each within the budget.
+    whole_batches = [s for s in stats if s.kind == "whole"]
+    assert max(s.size for s in whole_batches) > 1
+    assert not batcher._jobs

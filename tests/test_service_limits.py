@@ -73,13 +73,19 @@ class OpenStream:
         return out
 
 
+async def hold_streams(server, stub, n: int) -> list[OpenStream]:
+    """``n`` streams opened (config + 100 ms) and held until the server has them all."""
+    held = [OpenStream(stub) for _ in range(n)]
+    for s in held:
+        s.send(_config())
+        s.send(pb.StreamingDetectRequest(audio=_pcm(0.1)))
+    await wait_until(lambda: len(server.servicer.sessions) == n)
+    return held
+
+
 async def test_max_streams(model):
     async with running_server(model, max_streams=2) as (server, port), stub_for(port) as stub:
-        held = [OpenStream(stub), OpenStream(stub)]
-        for s in held:
-            s.send(_config())
-            s.send(pb.StreamingDetectRequest(audio=_pcm(0.1)))
-        await wait_until(lambda: len(server.servicer.sessions) == 2)
+        held = await hold_streams(server, stub, 2)
         await expect_error(
             asyncio.to_thread(
                 sync_stream, port, [_config(), pb.StreamingDetectRequest(audio=_pcm(0.1))]

@@ -63,6 +63,12 @@ class VoiceActivityServicer:
 
     def Detect(self, request, context):
         """A whole clip in one call: a container file (wav/flac/ogg) or raw audio.
+        The header is judged before decoding: an impossible one is INVALID_ARGUMENT, a
+        clip over --max-detect-audio-s RESOURCE_EXHAUSTED. Detect calls share the server's
+        --max-streams slots with streams and have a cap of their own (--max-detect-calls);
+        when either is full the call fails RESOURCE_EXHAUSTED with trailing metadata
+        `grpc-retry-pushback-ms` and `retry-after-ms`: when to try again.
+        Streams keep priority: Detect runs in slices when no stream chunk is waiting.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
