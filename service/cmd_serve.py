@@ -100,7 +100,7 @@ def sched_batch() -> bool:
     switch costs the batch its caches and keeps all its streams waiting. SCHED_BATCH
     threads do not preempt on wake-up; they run when the batch is done or its time slice
     ends. At 300 streams per core the server spent ~10 % less CPU per chunk and p99 fell
-    (README, "The server under load"). Needs no privileges; False where unsupported."""
+    (docs/experiments.md, "Server"). Needs no privileges; False where unsupported."""
     if not hasattr(os, "SCHED_BATCH"):
         return False
     try:

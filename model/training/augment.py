@@ -104,7 +104,7 @@ def lead_voice(rng: np.random.Generator, n: int, root: int, scale: tuple) -> np.
 
     Why: on held-out music the stage-1 model fired where a lead plays, and it calls 30 %
     of the frames of these leads speech, against 6 % for separate notes
-    (``bench/music_fa.py``): a gliding harmonic tone under a moving resonance is what it
+    (``bench/music_fa.py``, removed in git after 181681a): a gliding harmonic tone under a moving resonance is what it
     had learnt speech to be. What still tells speech apart is absent here: several
     formants, consonants and pauses.
     """

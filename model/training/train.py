@@ -102,7 +102,7 @@ class TrainConfig:
     # frames a model likes most, and the dev set holds only ~115 speech-free examples. v33,
     # calibrated at 1 % on four 400-example draws, landed at dev F1 0.821-0.887 on the
     # seed-0 dev set, on four 2,000-example draws at 0.867-0.891
-    # (bench/calibration_draws.py); 2,000 examples take ~1 min more on 2 cores.
+    # (bench/calibration_draws.py at 181681a); 2,000 examples take ~1 min more on 2 cores.
     calibration_examples: int = 2000
     device: str = "auto"
     # Calibration: the F1-optimal dev threshold becomes 0.5, but only among thresholds that
