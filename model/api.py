@@ -29,9 +29,9 @@ import torch
 from . import checkpoint
 from .audio import Resampler, check_rate
 from .errors import InvalidInputError
-from .inference import frame_probs, weights_key
+from .inference import frame_probs
 from .inputs import AudioInput, Samples, mono_samples, segmenter_options, to_audio
-from .network import VadNet
+from .network import VadNet, weights_key
 from .segmenter import Segment, SegmenterOptions, SpeechEvent, StreamingSegmenter, segment_probs
 from .streaming import StreamBank
 

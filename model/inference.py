@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
-from .network import VadNet, exact_float32_on, fold_batchnorm
+from .network import VadNet, exact_float32_on, fold_batchnorm, weights_key
 
 CHUNK_S = 60.0  # frames yielded per slice, in seconds (see the module docstring)
 
@@ -135,14 +135,6 @@ _RUNNERS: weakref.WeakKeyDictionary[VadNet, tuple[tuple, WholeInputVAD]] = (
     weakref.WeakKeyDictionary()
 )
 _RUNNERS_LOCK = threading.Lock()
-
-
-def weights_key(model: VadNet) -> tuple:
-    """Changes whenever ``model``'s weights or device do: a cache of something built from
-    the weights (a folded copy) is stale when its key differs."""
-    params = list(model.parameters()) + list(model.buffers())
-    # torch bumps a tensor's _version on every in-place write (optimizer steps included).
-    return (str(params[0].device), tuple(t._version for t in params))
 
 
 def runner_for(model: VadNet, chunk_s: float = CHUNK_S) -> WholeInputVAD:

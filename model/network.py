@@ -294,6 +294,14 @@ class VadNet(nn.Module):
         return torch.sigmoid(self.forward_logits(x))
 
 
+def weights_key(model: nn.Module) -> tuple:
+    """Changes whenever ``model``'s weights, dtype or device do: a cache of something built
+    from the weights (a folded copy, a traced step) is stale when its key differs. torch
+    bumps a tensor's ``_version`` on every in-place write (optimizer steps included)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return (str(tensors[0].device), tuple((t.dtype, t._version) for t in tensors))
+
+
 def exact_float32_on(device: torch.device | str) -> None:
     """On CUDA, keep float32 convolutions and matrix products in float32. Why: cuDNN runs
     float32 convolutions in TF32 by default (10 mantissa bits, ~1e-3 relative), which

@@ -40,7 +40,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from .errors import InvalidInputError
-from .network import LayerB, VadNet, exact_float32_on, fold_batchnorm
+from .network import LayerB, VadNet, exact_float32_on, fold_batchnorm, weights_key
 
 logger = logging.getLogger("vadnet")
 
@@ -421,9 +421,8 @@ _PREPARED_LOCK = threading.Lock()
 
 def _prepared(model: VadNet, device: torch.device, trace: bool) -> tuple[VadNet, nn.Module]:
     """``model``'s BatchNorm-folded copy on ``device`` and its (traced) step, cached while
-    the weights stay the same: torch bumps a tensor's ``_version`` on in-place writes."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    weights = tuple((t.dtype, t._version) for t in tensors)
+    the weights stay the same (:func:`network.weights_key`)."""
+    weights = weights_key(model)
     with _PREPARED_LOCK:
         per_model = _PREPARED.setdefault(model, {})
         key = (str(device), trace)
