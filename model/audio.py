@@ -209,11 +209,18 @@ class Audio:
         return self.num_input_samples / self.input_rate_hz
 
 
-def audio_from_samples(x: np.ndarray, rate: int, name: str) -> Audio:
-    """(n,) or (n, channels) float at ``rate`` -> Audio (checked, downmixed, resampled)."""
+def _mono(x: np.ndarray) -> np.ndarray:
+    """(n,) or (n, channels) -> (n,) float32: channels averaged (in float64, then rounded
+    once), the one downmix of every reader, so a file gives the same samples whichever
+    path reads it."""
     if x.ndim == 2:
         x = x.mean(axis=1, dtype=np.float64) if x.shape[1] > 1 else x[:, 0]
-    x = np.asarray(x, dtype=np.float32)
+    return np.asarray(x, dtype=np.float32)
+
+
+def audio_from_samples(x: np.ndarray, rate: int, name: str) -> Audio:
+    """(n,) or (n, channels) float at ``rate`` -> Audio (checked, downmixed, resampled)."""
+    x = _mono(x)
     if x.size == 0:
         raise InvalidInputError(f"{name} contains no audio samples")
     if not np.all(np.isfinite(x)):
@@ -291,8 +298,7 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise InvalidInputError(f"not a regular file: {path}")
     x, rate = _read(path, str(path))
-    x = x.mean(axis=1, dtype=np.float64) if x.shape[1] > 1 else x[:, 0]
-    return np.asarray(x, dtype=np.float32), rate
+    return _mono(x), rate
 
 
 def load_audio(path: str | Path) -> Audio:
@@ -348,7 +354,7 @@ def _decode_blocks(f: sf.SoundFile, max_duration_s: float | None, name: str) -> 
         x = f.read(block, dtype="float32", always_2d=True)
         if x.shape[0] == 0:
             break
-        x = x.mean(axis=1, dtype=np.float64).astype(np.float32) if x.shape[1] > 1 else x[:, 0]
+        x = _mono(x)
         if not np.all(np.isfinite(x)):
             raise InvalidInputError(f"{name} contains NaN/Inf samples")
         total += x.shape[0]
