@@ -33,12 +33,16 @@ class Admission:
 
     def check_stream(self, streams: int, detects: int) -> None:
         """Raise OverloadedError unless a new stream fits."""
+        self._check_budget(streams, detects, "streams", STREAM_RETRY_MS)
+
+    def _check_budget(self, streams: int, detects: int, what: str, retry_ms: int) -> None:
+        """The --max-streams budget that streams and Detect calls share."""
         limit = self.config.max_streams
         if streams + detects >= limit:
             raise OverloadedError(
-                f"server is at its limit of {limit} concurrent streams"
+                f"server is at its limit of {limit} concurrent {what}"
                 f" ({streams} streams, {detects} Detect calls): retry later or on another replica",
-                STREAM_RETRY_MS,
+                retry_ms,
             )
 
     def check_detect(self, streams: int, detects: int, backlog_s: float) -> None:
@@ -54,10 +58,4 @@ class Admission:
                 f" retry in {retry_ms} ms or on another replica",
                 retry_ms,
             )
-        limit = self.config.max_streams
-        if streams + detects >= limit:
-            raise OverloadedError(
-                f"server is at its limit of {limit} concurrent calls"
-                f" ({streams} streams, {detects} Detect calls): retry later or on another replica",
-                max(retry_ms, STREAM_RETRY_MS),
-            )
+        self._check_budget(streams, detects, "calls", max(retry_ms, STREAM_RETRY_MS))
