@@ -308,6 +308,10 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
             s.input_samples = s.last_checkpoint = start
             s.frames = s.resumed_at = s.segmenter.frames_pushed
             s.frame_offset = s.grid.to_model(start) // self._hop
+            # Operators follow a deploy's failovers in the log (the metric counts streams).
+            logger.info(
+                "stream from %s resumed from its checkpoint at %.2f s", s.peer, start / s.rate
+            )
         s.stream = self.batcher.open()
         s.last_read = time.monotonic()
         s.reader = asyncio.create_task(self._read_loop(s, context))

@@ -7,7 +7,8 @@
 # in ~/.cache/vadnet between runs); Python packages from a wheelhouse filled on the host
 # (deploy/ci/wheelhouse.sh), installed with --no-index. Then the container is run for real:
 # health SERVING, a real file streamed through it equals `vadnet detect` on the host,
-# /metrics counts the stream, and SIGTERM (podman stop) drains an open stream and exits 0.
+# /metrics counts the stream, and a rolling replacement: SIGTERM (podman stop) drains an open
+# stream and exits 0, a new container takes the address, the stream resumes on it unchanged.
 # The container and the store are removed on exit, whatever failed.
 #
 # Environment: FLAVOR (cpu, the default, or cuda: which torch build the image carries, see
@@ -126,10 +127,13 @@ EOF
 # --read-only: what Kubernetes' readOnlyRootFilesystem gives (podman adds a tmpfs /tmp).
 # Without systemd podman cannot schedule the HEALTHCHECK timer and says so (harmless: the
 # check is run below with `podman healthcheck run`); its stderr is shown only on failure.
-pm run -d --name "$NAME" --read-only \
-    -p "127.0.0.1:$GRPC_PORT:50051" -p "127.0.0.1:$METRICS_PORT:9090" \
-    -e VADNET_DEVICE=cpu -e VADNET_DRAIN_GRACE_S=4 "$IMAGE" > /dev/null 2> "$WORK/run.err" \
-    || fail "podman run: $(cat "$WORK/run.err")"
+start_container() {
+    pm run -d --name "$NAME" --read-only \
+        -p "127.0.0.1:$GRPC_PORT:50051" -p "127.0.0.1:$METRICS_PORT:9090" \
+        -e VADNET_DEVICE=cpu -e VADNET_DRAIN_GRACE_S=4 "$IMAGE" > /dev/null 2> "$WORK/run.err" \
+        || fail "podman run: $(cat "$WORK/run.err")"
+}
+start_container
 SERVER=127.0.0.1:$GRPC_PORT
 
 step "wait for vadnet health: SERVING on $SERVER"
@@ -190,9 +194,13 @@ print(int(float(m.group(1))) if m else "missing")' "http://127.0.0.1:$METRICS_PO
 [ "$(metric vadnet_streams_total)" = 2 ] || fail "metrics: vadnet_streams_total $(metric vadnet_streams_total), expected 2"
 echo "metrics: vadnet_streams_total 2"
 
-step "SIGTERM with a stream open: drain, exit 0"
+step "rolling replacement: SIGTERM drains an open stream, which resumes on the new container"
+# What a deploy does: the old replica drains (the stream is cut UNAVAILABLE with a
+# checkpoint, never a silent OK), exits 0, and a new one takes its address. The client resumes
+# from its last checkpoint by itself and must end with exactly `vadnet detect`'s segments.
+# --retries 20 (~35 s of backoff) covers the gap while the new container starts.
 "$VENV_BIN/vadnet" stream "$AUDIO" --server "$SERVER" --realtime --chunk-ms 100 \
-    > "$WORK/drain.out" 2> "$WORK/drain.err" &
+    --format json --retries 20 > "$WORK/drain.json" 2> "$WORK/drain.err" &
 CLIENT_PID=$!
 for _ in $(seq 1 100); do
     [ "$(metric vadnet_active_streams)" = 1 ] && break
@@ -200,14 +208,20 @@ for _ in $(seq 1 100); do
 done
 [ "$(metric vadnet_active_streams)" = 1 ] || fail "the real-time stream never opened"
 pm stop -t 60 "$NAME" >/dev/null  # STOPSIGNAL SIGTERM, SIGKILL only after 60 s
-wait "$CLIENT_PID" || fail "the open stream did not end cleanly: $(cat "$WORK/drain.err")"
-CLIENT_PID=
-grep -q '^final' "$WORK/drain.out" || fail "the open stream got no final message"
 EXIT=$(pm inspect --format '{{.State.ExitCode}}' "$NAME")
 [ "$EXIT" = 0 ] || fail "container exit code $EXIT"
 pm logs "$NAME" > "$WORK/container.log" 2>&1
 grep -q 'draining' "$WORK/container.log" || fail "no drain in the container log"
-echo "drained: the open stream got its final message ($(grep '^final' "$WORK/drain.out" | tr '\t' ' ')); exit code 0"
+grep -q 'resume this stream on another replica' "$WORK/container.log" \
+    || fail "the open stream was not cut with a checkpoint: $(tail -5 "$WORK/container.log")"
+kill -0 "$CLIENT_PID" 2>/dev/null || fail "the client gave up at the drain: $(cat "$WORK/drain.err")"
+pm rm -f -t 0 "$NAME" >/dev/null
+start_container
+wait "$CLIENT_PID" || fail "the stream did not resume on the new container: $(cat "$WORK/drain.err")"
+CLIENT_PID=
+diff "$WORK/detect.json" "$WORK/drain.json" || fail "segments after the failover differ from vadnet detect"
+pm logs "$NAME" 2>&1 | grep -q 'resumed from its checkpoint' || fail "the new container logged no resumed stream"
+echo "drained (exit 0), resumed on the new container: segments equal vadnet detect"
 
 step "summary"
 echo "image size: $SIZE bytes ($((SIZE / 1000000)) MB); idle RSS $((IDLE_RSS_KB / 1024)) MB; build $BUILD_S s; total $((SECONDS - T0)) s"
