@@ -66,11 +66,12 @@ async def _detect_client(stub, data: bytes, until: float, out: dict) -> None:
 
 
 def _detect_proc(target: str, n: int, data: bytes, seconds: float, cpus) -> dict:
-    """The Detect clients' process: on the client CPUs at nice 10, so that they neither
-    take the server's core nor delay the stream client that measures the latency."""
+    """The Detect clients' process: on the client CPUs, at the lowest priority."""
     if cpus:
         os.sched_setaffinity(0, cpus)
-    os.nice(10)
+    # It stands in for clients on other machines: it must not take the CPU of the stream
+    # client that measures the latency (SCHED_IDLE: it runs only when that one waits).
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     return asyncio.run(_detects(target, n, data, seconds))
 
 
@@ -101,6 +102,18 @@ def _histogram(url: str, name: str) -> dict:
     return out
 
 
+def _bucket_quantile(before: dict, after: dict, q: float) -> float | None:
+    """The upper edge (ms) of the histogram bucket holding quantile ``q`` of what was
+    observed between two reads."""
+    total = after["count"] - before["count"]
+    if total <= 0:
+        return None
+    for le, n in sorted(after["buckets"].items(), key=lambda kv: float(kv[0])):
+        if n - before["buckets"].get(le, 0) >= q * total:
+            return float(le) * 1000
+    return None
+
+
 def _thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of the server's threads, summed by thread name (/proc/PID/task)."""
     out: dict[str, float] = {}
@@ -123,6 +136,8 @@ def _phase(name: str, args, conn: dict, pid: int, url: str, data: bytes | None) 
     threads0 = _thread_cpu(pid)
     t0 = time.perf_counter()
     q0 = _histogram(url, "vadnet_queue_delay_seconds")
+    c0 = _histogram(url, "vadnet_chunk_latency_seconds")
+    i0 = _histogram(url, "vadnet_inference_seconds")
     with ctx.Pool(2) as pool:
         streams = pool.apply_async(lt._proc_main, (conn, args.streams, args, 0, cpus))
         det = None
@@ -157,6 +172,13 @@ def _phase(name: str, args, conn: dict, pid: int, url: str, data: bytes | None) 
     row["server_queue_delay_buckets"] = {
         le: int(q1["buckets"][le] - q0["buckets"].get(le, 0)) for le in q1["buckets"]
     }
+    # The server's share of the streams' latency (chunk read -> answer written): a tail
+    # here is the server's; a tail only in p99_ms is the transport's or the client's.
+    c1 = _histogram(url, "vadnet_chunk_latency_seconds")
+    row["server_chunk_p99_ms_at_most"] = _bucket_quantile(c0, c1, 0.99)
+    row["server_chunk_over_50ms"] = int(
+        c1["count"] - c0["count"] - (c1["buckets"]["0.05"] - c0["buckets"].get("0.05", 0))
+    )
     h = _histogram(url, "vadnet_detect_batch_seconds")
     if h["count"]:
         row["detect_batches"] = int(h["count"])
@@ -164,6 +186,7 @@ def _phase(name: str, args, conn: dict, pid: int, url: str, data: bytes | None) 
         row["detect_batch_buckets"] = h["buckets"]
     h = _histogram(url, "vadnet_inference_seconds")
     row["stream_batch_ms_mean"] = round(1000 * h["sum"] / max(h["count"], 1), 2)
+    row["stream_batch_p99_ms_at_most"] = _bucket_quantile(i0, h, 0.99)
     if det is not None:
         lats = det["latency_s"]
         row.update(

@@ -12,12 +12,15 @@ Every ``StreamBank`` call (open, advance, close) runs on the one worker thread: 
 holds a lock during ``advance``, and taking it on the event loop would stall all I/O.
 
 Whole clips (the Detect RPC) go through :meth:`Batcher.probabilities`. They are cut into
-exact slices (:class:`WholeInputVAD`, each reaching back one receptive field) and queued
-at a lower priority than streams: a slice batch runs only when no stream chunk is ready
-(or when none ran for ``_WHOLE_MAX_WAIT_S``, so Detect is never starved outright), and one
-batch holds at most ``whole_batch_samples`` samples, so a stream chunk that arrives
-meanwhile waits at most one slice's compute. Slices of several Detect calls share a
-batch, taken round-robin so a short clip is not stuck behind a long one.
+exact slices (:class:`WholeInputVAD`, each reaching back one receptive field) and run on
+a second model thread at nice 19, beside the streams' thread rather than in turn with it:
+the kernel preempts a slice the moment a stream batch is ready, so a stream chunk never
+waits for Detect work. (Taking turns on one thread made a chunk that arrived during a
+20 s slice wait its whole compute: bench/detect_priority.py saw 5 % of Detect batches over
+20 ms and the streams' p99 rise accordingly.) Under a stream load that fills the core,
+nice 19 still gets the kernel's minimum share, so Detect slows down but is never starved.
+One batch holds at most ``whole_batch_samples`` samples; slices of several Detect calls
+share a batch, taken round-robin so a short clip is not stuck behind a long one.
 """
 
 from __future__ import annotations
@@ -36,13 +39,19 @@ import numpy as np
 from vadnet.model.inference import Slice, WholeInputVAD
 from vadnet.model.streaming import StepResult, StreamBank
 
+from .bulk import name_thread, nice_thread
+
 logger = logging.getLogger("vadnet")
 
 _EMPTY = np.zeros(0, np.float32)
 MODEL_THREAD_NAME = b"vadnet-model"
-# Under a stream load that never leaves the model idle, a Detect slice batch still runs
-# once a second: streams then pay one slice a second rather than Detect waiting forever.
-_WHOLE_MAX_WAIT_S = 1.0
+DETECT_THREAD_NAME = b"vadnet-detect"
+
+
+def _init_detect_thread() -> None:
+    """The Detect slices' model thread: nice 19 (bulk work, like the upload decoders)."""
+    nice_thread()
+    name_thread(DETECT_THREAD_NAME)
 
 
 def _init_model_thread() -> None:
@@ -55,12 +64,7 @@ def _init_model_thread() -> None:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         except OSError as e:
             logger.debug("model thread keeps its scheduling policy: %s", e)
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(15, MODEL_THREAD_NAME)  # PR_SET_NAME; Linux only
-    except (OSError, AttributeError):
-        pass
+    name_thread(MODEL_THREAD_NAME)
 
 
 @dataclass
@@ -118,7 +122,6 @@ class Batcher:
         self.whole = whole
         self.whole_batch_samples = whole_batch_samples
         self._jobs: deque[_WholeJob] = deque()  # low priority, round-robin by slice
-        self._last_whole = time.perf_counter()
         self._whole_s_per_sample = 0.0  # running mean of slice compute, for retry hints
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
@@ -128,29 +131,44 @@ class Batcher:
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix="vadnet-batcher", initializer=_init_model_thread
         )
+        # Detect slices: their own thread at nice 19 (see the module docstring).
+        self._whole_executor = (
+            ThreadPoolExecutor(
+                1, thread_name_prefix="vadnet-detect", initializer=_init_detect_thread
+            )
+            if whole is not None
+            else None
+        )
         self._ready: deque[Stream] = deque()
         self._wake: asyncio.Future | None = None
+        self._whole_wake: asyncio.Future | None = None
         self._full: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
+        self._whole_task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="vadnet-batcher")
+        if self.whole is not None:
+            self._whole_task = asyncio.create_task(self._run_whole(), name="vadnet-detect")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        for task in (self._task, self._whole_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._whole_task = None
         for job in self._jobs:
             job.future.cancel()
         self._jobs.clear()
         self._executor.shutdown(wait=True)
+        if self._whole_executor is not None:
+            self._whole_executor.shutdown(wait=True)
 
     async def run_in_worker(self, fn: Callable, *args: object) -> object:
         """Run ``fn(*args)`` on the model thread (warm-up, whole-clip Detect calls)."""
@@ -216,16 +234,11 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self._jobs and (
-                not self._ready or time.perf_counter() - self._last_whole > _WHOLE_MAX_WAIT_S
-            ):
-                await self._process_whole(loop)
-                continue
             if not self._ready:
                 self._wake = loop.create_future()
                 await self._wake
                 self._wake = None
-                continue  # re-check: the wake-up may be Detect work
+                continue
             # Wait for the batch to fill, but never hold the oldest stream past the delay.
             wait = self._ready[0].enqueued_at + self.max_queue_delay_s - time.perf_counter()
             if wait > 0 and len(self._ready) < self.max_batch_size:
@@ -254,6 +267,16 @@ class Batcher:
                         self._free(stream)
 
     # --- whole clips (Detect) ---------------------------------------------------------
+    async def _run_whole(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._jobs:
+                self._whole_wake = loop.create_future()
+                await self._whole_wake
+                self._whole_wake = None
+                continue
+            await self._process_whole(loop)
+
     async def probabilities(self, samples: np.ndarray) -> np.ndarray:
         """(n,) float32 at 16 kHz -> (ceil(n / hop),) float32 P(speech), computed in exact
         slices at a lower priority than streams. Cancelling the await drops the clip."""
@@ -264,8 +287,8 @@ class Batcher:
             return np.zeros(0, np.float32)
         job = _WholeJob(samples, deque(slices), [], self._loop.create_future())
         self._jobs.append(job)
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        if self._whole_wake is not None and not self._whole_wake.done():
+            self._whole_wake.set_result(None)
         try:
             return await job.future
         finally:
@@ -295,14 +318,15 @@ class Batcher:
 
     async def _process_whole(self, loop: asyncio.AbstractEventLoop) -> None:
         taken = self._take_whole()
-        self._last_whole = time.perf_counter()
         if not taken:
             return
         signals = [job.samples for job, _ in taken]
         slices = [s for _, s in taken]
         now = time.perf_counter()
         try:
-            parts = await loop.run_in_executor(self._executor, self.whole.run, signals, slices)
+            parts = await loop.run_in_executor(
+                self._whole_executor, self.whole.run, signals, slices
+            )
         except Exception as e:  # a model failure fails these clips, not the server
             logger.exception("Detect batch of %s slices failed", len(taken))
             for job, _ in taken:

@@ -50,7 +50,16 @@ class Metrics:
         )
         self.detect_slices = Histogram(
             "vadnet_detect_batch_seconds",
-            "Wall time of one batch of Detect slices (run between stream batches)",
+            "Wall time of one batch of Detect slices (on their own nice-19 thread)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # What a live stream's client waits for, less the network: from the moment the
+        # handler reads a chunk to the moment its answer is handed to gRPC. It splits a
+        # latency tail between the server and the transport (bench/detect_priority.py).
+        self.chunk_latency = Histogram(
+            "vadnet_chunk_latency_seconds",
+            "Server time from reading a stream chunk to writing its answer",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -362,7 +362,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         y = s.resampler(x)
         s.buffered += y.size
         fut = self.batcher.submit(s.stream, y)
-        s.outbox.append((fut, s.input_samples, y.size))
+        s.outbox.append((fut, s.input_samples, y.size, time.perf_counter()))
         if s.waiting and len(s.outbox) == 1:
             # The writer sleeps until this result is ready, not until it is queued:
             # one wake-up per chunk instead of two.
@@ -390,6 +390,8 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
     async def _write_loop(self, s: _Session, context: grpc.aio.ServicerContext) -> None:
         """The handler: results in order -> responses; then the final message."""
         outbox, seg, loop = s.outbox, s.segmenter, asyncio.get_running_loop()
+        latency = self.metrics.chunk_latency
+        unanswered_since = None  # arrival of the oldest chunk not yet answered
         while True:
             if not outbox or (
                 type(outbox[0]) is tuple and not outbox[0][0].done()  # noqa: E721
@@ -407,7 +409,8 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                 await self._cut(s, context)
             if isinstance(item, BaseException):
                 raise item
-            fut, input_done, n16 = item
+            fut, input_done, n16, arrived = item
+            unanswered_since = unanswered_since or arrived
             result = fut.result()
             s.buffered -= n16
             if s.resume is not None and s.buffered <= self._max_buffered and not s.resume.done():
@@ -423,9 +426,12 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
                 and input_done - s.last_checkpoint >= s.rate * _CHECKPOINT_EVERY_S
             )
             if s.resumed_at and s.frames == s.resumed_at:
+                unanswered_since = None
                 continue  # a resumed stream says nothing while it re-runs answered frames
             if events or due or s.want_probs:
                 await context.write(self._response(s, events, result, input_done))
+                latency.observe(time.perf_counter() - unanswered_since)
+            unanswered_since = None
         await self._finish(s, context)
 
     def _skip_replayed(self, s: _Session, result):

@@ -205,6 +205,31 @@ def test_streaming_equals_offline_for_any_chunking(opts, hop):
         _check_invariants(ref_events, offline, n_samples / 8000)
 
 
+class _FrameByFrame(StreamingSegmenter):
+    """The segmenter without push()'s jumps: every frame through _step (the rules as
+    written), to check that the jumps skip only frames that change nothing."""
+
+    def push(self, probs):
+        for value in np.asarray(probs, dtype=np.float64).tolist():
+            self._step(self._n, value)
+            self._n += 1
+            self._release(self._time(self._n - 1))
+        return self._take()
+
+
+@pytest.mark.parametrize("opts", OPTION_SETS)
+def test_jumps_equal_frame_by_frame(opts):
+    rng = np.random.default_rng(7)
+    for trial in range(6):
+        probs = _random_probs(rng, int(rng.integers(1, 4000)))
+        if trial % 2:  # long steady runs: where the jumps are long
+            probs = np.repeat(probs[: probs.size // 25 + 1], 25)
+        n_samples = round(len(probs) * 0.016 * 8000)
+        fast, ref = StreamingSegmenter(opts, 0.016, 8000), _FrameByFrame(opts, 0.016, 8000)
+        assert fast.push(probs) + fast.finish(n_samples) == ref.push(probs) + ref.finish(n_samples)
+        assert fast.segments == ref.segments and fast.state() == ref.state()
+
+
 def _check_invariants(events, segments, audio_end_s):
     assert [e.kind for e in events] == ["start", "end"] * len(segments)
     times = [e.time_s for e in events]

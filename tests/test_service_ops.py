@@ -103,6 +103,9 @@ async def test_metrics_scrape(model):
     assert values["vadnet_batch_size_count"] >= 1
     assert values["vadnet_queue_delay_seconds_count"] == values["vadnet_batch_size_count"]
     assert values["vadnet_inference_seconds_count"] == values["vadnet_batch_size_count"]
+    # Probabilities asked for: every chunk's answer was timed (merged chunks share one).
+    assert 1 <= values["vadnet_chunk_latency_seconds_count"] <= 10
+    assert 0 < values["vadnet_chunk_latency_seconds_sum"] < 10
 
 
 async def test_model_info(model):
