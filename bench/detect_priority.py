@@ -177,7 +177,7 @@ def _phase(name: str, args, conn: dict, pid: int, url: str, data: bytes | None) 
     c1 = _histogram(url, "vadnet_chunk_latency_seconds")
     row["server_chunk_p99_ms_at_most"] = _bucket_quantile(c0, c1, 0.99)
     row["server_chunk_over_50ms"] = int(
-        c1["count"] - c0["count"] - (c1["buckets"]["0.05"] - c0["buckets"].get("0.05", 0))
+        c1["count"] - c0["count"] - (c1["buckets"].get("0.05", 0) - c0["buckets"].get("0.05", 0))
     )
     h = _histogram(url, "vadnet_detect_batch_seconds")
     if h["count"]:
