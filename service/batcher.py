@@ -13,12 +13,12 @@ holds a lock during ``advance``, and taking it on the event loop would stall all
 
 Whole clips (the Detect RPC) go through :meth:`Batcher.probabilities`. They are cut into
 exact slices (:class:`WholeInputVAD`, each reaching back one receptive field) and run on
-a second model thread at nice 19, beside the streams' thread rather than in turn with it:
-the kernel preempts a slice the moment a stream batch is ready, so a stream chunk never
-waits for Detect work. (Taking turns on one thread made a chunk that arrived during a
+a second model thread at the lowest priority (``bulk.nice_thread``: SCHED_IDLE, nice 19),
+beside the streams' thread rather than in turn with it: the kernel preempts a slice the
+moment a stream batch is ready, so a stream chunk never waits for Detect work. (Taking turns on one thread made a chunk that arrived during a
 20 s slice wait its whole compute: bench/detect_priority.py saw 5 % of Detect batches over
-20 ms and the streams' p99 rise accordingly.) Under a stream load that fills the core,
-nice 19 still gets the kernel's minimum share, so Detect slows down but is never starved.
+20 ms.) Under a stream load that fills the core, a SCHED_IDLE thread still gets the
+kernel's minimum share, so Detect slows down but is never starved.
 One batch holds at most ``whole_batch_samples`` samples; slices of several Detect calls
 share a batch, taken round-robin so a short clip is not stuck behind a long one.
 """
@@ -49,7 +49,7 @@ DETECT_THREAD_NAME = b"vadnet-detect"
 
 
 def _init_detect_thread() -> None:
-    """The Detect slices' model thread: nice 19 (bulk work, like the upload decoders)."""
+    """The Detect slices' model thread: lowest priority, like the upload decoders."""
     nice_thread()
     name_thread(DETECT_THREAD_NAME)
 
@@ -131,7 +131,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix="vadnet-batcher", initializer=_init_model_thread
         )
-        # Detect slices: their own thread at nice 19 (see the module docstring).
+        # Detect slices: their own lowest-priority thread (see the module docstring).
         self._whole_executor = (
             ThreadPoolExecutor(
                 1, thread_name_prefix="vadnet-detect", initializer=_init_detect_thread
@@ -171,7 +171,7 @@ class Batcher:
             self._whole_executor.shutdown(wait=True)
 
     async def run_in_worker(self, fn: Callable, *args: object) -> object:
-        """Run ``fn(*args)`` on the model thread (warm-up, whole-clip Detect calls)."""
+        """Run ``fn(*args)`` on the streams' model thread (warm-up, tests)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # --- streams ---------------------------------------------------------------------

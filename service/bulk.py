@@ -1,8 +1,9 @@
-"""Detect's bulk CPU work (decoding uploads) on threads at nice 19, beside the real-time
+"""Detect's bulk CPU work (decoding uploads) on lowest-priority threads (``nice_thread``),
+beside the real-time
 path: on a busy core the kernel runs them only when the event loop and the model thread
 leave it time. The decoders spend their time in C with the GIL released (libsndfile via
 a memfd, numpy, soxr); Python-heavy work (segmenting) stays at normal priority, since a
-nice-19 thread preempted while holding the GIL would stall the event loop.
+low-priority thread preempted while holding the GIL would stall the event loop.
 
 Measured (bench/detect_priority.py, docs/service.md): with decodes on default-priority
 threads, 20 streams beside 10 x 590 s Detects had p99 ~1.1 s; on nice-19 threads
@@ -38,10 +39,11 @@ def name_thread(name: bytes) -> None:
 
 def nice_thread() -> None:
     """This thread alone (Linux takes a thread id) at the lowest priority: SCHED_IDLE
-    where allowed, else nice 19. Under EEVDF a nice-19 thread still runs out its slice
-    before a woken stream thread gets the core; a SCHED_IDLE one is preempted at once
-    (bench/detect_priority.py: the server's p99 per chunk bucket went from <= 100 ms to
-    <= 50 ms beside 10 x 590 s Detects)."""
+    where allowed, on top of nice 19. A woken stream thread preempts a SCHED_IDLE one at
+    once, where a nice-19 one may first run out its slice. Measured (bench/detect_priority.py,
+    beside 10 x 590 s Detects): the server's p99 per chunk fell from the <= 100 ms bucket to
+    the <= 50 ms one in some runs, not all; the streams' p99 at the client did not
+    measurably move (docs/service.md)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
     except (OSError, AttributeError) as e:

@@ -50,7 +50,7 @@ class Metrics:
         )
         self.detect_slices = Histogram(
             "vadnet_detect_batch_seconds",
-            "Wall time of one batch of Detect slices (on their own nice-19 thread)",
+            "Wall time of one batch of Detect slices (on their own low-priority thread)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
