@@ -13,7 +13,12 @@ _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "calibration_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
                 "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "grow_b_dilations")  # fmt: skip
-MIX_FLAGS = ("p_melody", "p_music_gate", "buried_snr_db")  # MixConfig fields that have a flag
+MIX_FLAGS = (
+    "p_melody",
+    "p_music_gate",
+    "buried_snr_db",
+    "speech_weighting",
+)  # MixConfig fields that have a flag
 
 
 # TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
@@ -176,6 +181,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DB",
         help="leave speech frames whose local SNR is below DB out of the loss (default: off;"
         " see labels.mark_buried and docs/model.md)",
+    )
+    p.add_argument(
+        "--speech-weighting",
+        choices=("uniform", "sqrt_hours"),
+        help="how speech sources share the draws: uniform (default) or in proportion to the"
+        " square root of each source's hours",
     )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
 

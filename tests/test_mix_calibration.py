@@ -322,3 +322,26 @@ def test_edge_overhang_counts_speech_called_past_each_labelled_edge():
     assert edge_overhang(far, lab, 0.5) == {"late_frames": 0.0, "early_frames": 0.0}
     with pytest.raises(InvalidInputError, match="differ"):
         edge_overhang(probs[:, :5], labels)
+
+
+class _SizedClips(_Clips):
+    """Speech clips whose length depends on their source: 'big' clips are 9x 'small' ones."""
+
+    def clip(self, i):
+        n = 9 * self.length if self.clips[i]["source"] == "big" else self.length
+        return np.zeros(n, np.float32)
+
+
+def _speech_shares(weighting, draws=6000):
+    speech = _SizedClips([{"source": "big"}] + [{"source": "small"}] * 2)
+    mixer = Mixer(speech, None, MixConfig(p_synthetic=0.0, speech_weighting=weighting))
+    rng = np.random.default_rng(0)
+    return np.mean([speech.clips[mixer._pick_speech(rng)]["source"] == "big" for _ in range(draws)])
+
+
+def test_speech_weighting_shares_draws_by_source_or_by_root_of_its_audio():
+    # 'big' holds 9 units of audio, 'small' 2: uniform 1/2, square root 3 / (3 + sqrt 2).
+    assert abs(_speech_shares("uniform") - 0.5) < 0.03
+    assert abs(_speech_shares("sqrt_hours") - 3 / (3 + np.sqrt(2))) < 0.03
+    with pytest.raises(ValueError, match="speech_weighting must be one of uniform, sqrt_hours"):
+        MixConfig(speech_weighting="hours")

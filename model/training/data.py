@@ -29,6 +29,9 @@ SR = 16_000
 SYNTHETIC_ENGINES = ("espeak", "flite", "festival")
 
 
+SPEECH_WEIGHTINGS = ("uniform", "sqrt_hours")
+
+
 @dataclass(frozen=True)
 class MixConfig:
     """How mixtures are drawn. Probabilities are per example unless said otherwise."""
@@ -42,6 +45,11 @@ class MixConfig:
     long_gap_s: tuple[float, float] = (0.5, 2.5)
     utterance_gain_db: float = 6.0  # +- per utterance: speakers are not equally loud
     p_synthetic: float = 0.25  # synthetic voices add languages, but real speech decides quality
+    # How a speech source is drawn, within the real and within the synthetic voices:
+    # "uniform" gives every source the same share (0.05 h of 0ad voices as many draws as
+    # 1.8 h of tuxpaint), "sqrt_hours" a share in proportion to the square root of its
+    # hours: big sources count more without drowning the small ones' speakers.
+    speech_weighting: str = "uniform"
     p_reverb: float = 0.3
     p_clean: float = 0.15  # SNR 40-60 dB
     snr_db: tuple[float, float] = (-5.0, 25.0)  # clean to -5 dB, as asked
@@ -73,6 +81,11 @@ class MixConfig:
     p_dropout: float = 0.05  # a stretch of digital silence (muted line) inside the example
 
     def __post_init__(self) -> None:
+        if self.speech_weighting not in SPEECH_WEIGHTINGS:
+            raise InvalidInputError(
+                f"speech_weighting must be one of {', '.join(SPEECH_WEIGHTINGS)},"
+                f" got {self.speech_weighting!r}"
+            )
         for name in ("p_melody", "p_music_gate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -98,6 +111,7 @@ class Mixer:
                 groups[c["source"]].append(i)
         self.real = [v for k, v in groups.items() if not _synthetic(k)]
         self.synth = [v for k, v in groups.items() if _synthetic(k)]
+        self.real_p, self.synth_p = (self._source_shares(p) for p in (self.real, self.synth))
         if not self.real and not self.synth:
             raise ValueError("no speech clips to mix")
         # Backgrounds: uniform over kind (music, ambient, sfx), then source, then clip.
@@ -118,15 +132,22 @@ class Mixer:
         others = [p for k, p in enumerate(self.noise_pools) if k != music]
         return others[rng.integers(len(others))]
 
+    def _source_shares(self, pools: list[list[int]]) -> np.ndarray | None:
+        """Each source's share of draws under ``cfg.speech_weighting`` (None: uniform)."""
+        if self.cfg.speech_weighting == "uniform" or not pools:
+            return None
+        samples = [sum(self.speech.clip(i).size for i in pool) for pool in pools]
+        w = np.sqrt(np.array(samples, float))
+        return w / w.sum()
+
     def _pick_speech(self, rng: np.random.Generator) -> int:
-        # Uniform over sources, then over clips: small real sources (the scarce wideband
-        # ones) get as many draws as big ones, and short clips give many onsets/offsets.
-        pools = (
-            self.synth
-            if (rng.random() < self.cfg.p_synthetic and self.synth) or not self.real
-            else self.real
-        )
-        pool = pools[rng.integers(len(pools))]
+        # A source, then uniform over its clips: short clips give many onsets/offsets.
+        # Uniform over sources (the default) lets small real sources (the scarce wideband
+        # ones) get as many draws as big ones.
+        synth = (rng.random() < self.cfg.p_synthetic and self.synth) or not self.real
+        pools, shares = (self.synth, self.synth_p) if synth else (self.real, self.real_p)
+        k = rng.integers(len(pools)) if shares is None else rng.choice(len(pools), p=shares)
+        pool = pools[k]
         return pool[rng.integers(len(pool))]
 
     def _speech_track(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
