@@ -11,16 +11,8 @@ call, and one long entry is cheaper than several short ones.
 Every ``StreamBank`` call (open, advance, close) runs on the one worker thread: the bank
 holds a lock during ``advance``, and taking it on the event loop would stall all I/O.
 
-Whole clips (the Detect RPC) go through :meth:`Batcher.probabilities`. They are cut into
-exact slices (:class:`WholeInputVAD`, each reaching back one receptive field) and run on
-a second model thread at the lowest priority (``bulk.nice_thread``: SCHED_IDLE, nice 19),
-beside the streams' thread rather than in turn with it: the kernel preempts a slice the
-moment a stream batch is ready, so a stream chunk never waits for Detect work. (Taking turns on one thread made a chunk that arrived during a
-20 s slice wait its whole compute: bench/detect_priority.py saw 5 % of Detect batches over
-20 ms.) Under a stream load that fills the core, a SCHED_IDLE thread still gets the
-kernel's minimum share, so Detect slows down but is never starved.
-One batch holds at most ``whole_batch_samples`` samples; slices of several Detect calls
-share a batch, taken round-robin so a short clip is not stuck behind a long one.
+Whole clips (the Detect RPC) do not come here: they run in their own low-priority
+process (service/detect_worker.py).
 """
 
 from __future__ import annotations
@@ -36,22 +28,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vadnet.model.inference import Slice, WholeInputVAD
 from vadnet.model.streaming import StepResult, StreamBank
 
-from .bulk import name_thread, nice_thread
+from .priority import name_thread
 
 logger = logging.getLogger("vadnet")
 
 _EMPTY = np.zeros(0, np.float32)
 MODEL_THREAD_NAME = b"vadnet-model"
-DETECT_THREAD_NAME = b"vadnet-detect"
-
-
-def _init_detect_thread() -> None:
-    """The Detect slices' model thread: lowest priority, like the upload decoders."""
-    nice_thread()
-    name_thread(DETECT_THREAD_NAME)
 
 
 def _init_model_thread() -> None:
@@ -75,17 +59,6 @@ class BatchStats:
     queue_delay_s: float
     inference_s: float
     samples: int
-    kind: str = "stream"  # or "whole": a batch of Detect slices
-
-
-@dataclass(eq=False)
-class _WholeJob:
-    """One whole clip in the low-priority queue: its slices, done one batch at a time."""
-
-    samples: np.ndarray  # (n,) float32 at 16 kHz
-    slices: deque[Slice]
-    parts: list[np.ndarray]
-    future: asyncio.Future
 
 
 @dataclass(eq=False)
@@ -111,18 +84,10 @@ class Batcher:
         max_queue_delay_ms: float = 10.0,
         max_entry_samples: int = 8192,
         on_batch: Callable[[BatchStats], None] | None = None,
-        whole: WholeInputVAD | None = None,
-        whole_batch_samples: int = 0,
     ) -> None:
         if max_batch_size < 1 or max_queue_delay_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_queue_delay_ms >= 0")
-        if whole is not None and whole_batch_samples < 1:
-            raise ValueError("whole_batch_samples must be >= 1: at least one slice a batch")
         self.bank = bank
-        self.whole = whole
-        self.whole_batch_samples = whole_batch_samples
-        self._jobs: deque[_WholeJob] = deque()  # low priority, round-robin by slice
-        self._whole_s_per_sample = 0.0  # running mean of slice compute, for retry hints
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
         self.max_entry_samples = max_entry_samples
@@ -131,44 +96,26 @@ class Batcher:
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix="vadnet-batcher", initializer=_init_model_thread
         )
-        # Detect slices: their own lowest-priority thread (see the module docstring).
-        self._whole_executor = (
-            ThreadPoolExecutor(
-                1, thread_name_prefix="vadnet-detect", initializer=_init_detect_thread
-            )
-            if whole is not None
-            else None
-        )
         self._ready: deque[Stream] = deque()
         self._wake: asyncio.Future | None = None
-        self._whole_wake: asyncio.Future | None = None
         self._full: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
-        self._whole_task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="vadnet-batcher")
-        if self.whole is not None:
-            self._whole_task = asyncio.create_task(self._run_whole(), name="vadnet-detect")
 
     async def stop(self) -> None:
-        for task in (self._task, self._whole_task):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-        self._task = self._whole_task = None
-        for job in self._jobs:
-            job.future.cancel()
-        self._jobs.clear()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._task = None
         self._executor.shutdown(wait=True)
-        if self._whole_executor is not None:
-            self._whole_executor.shutdown(wait=True)
 
     async def run_in_worker(self, fn: Callable, *args: object) -> object:
         """Run ``fn(*args)`` on the streams' model thread (warm-up, tests)."""
@@ -265,92 +212,6 @@ class Batcher:
                     stream.chunks, stream.futures = [], []
                     if stream.closed:
                         self._free(stream)
-
-    # --- whole clips (Detect) ---------------------------------------------------------
-    async def _run_whole(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._jobs:
-                self._whole_wake = loop.create_future()
-                await self._whole_wake
-                self._whole_wake = None
-                continue
-            await self._process_whole(loop)
-
-    async def probabilities(self, samples: np.ndarray) -> np.ndarray:
-        """(n,) float32 at 16 kHz -> (ceil(n / hop),) float32 P(speech), computed in exact
-        slices at a lower priority than streams. Cancelling the await drops the clip."""
-        if self.whole is None:
-            raise RuntimeError("this batcher was built without a WholeInputVAD")
-        slices = self.whole.plan(samples.size)
-        if not slices:
-            return np.zeros(0, np.float32)
-        job = _WholeJob(samples, deque(slices), [], self._loop.create_future())
-        self._jobs.append(job)
-        if self._whole_wake is not None and not self._whole_wake.done():
-            self._whole_wake.set_result(None)
-        try:
-            return await job.future
-        finally:
-            if not job.future.done():  # cancelled: forget its remaining slices
-                job.future.cancel()
-            job.slices.clear()
-
-    def _take_whole(self) -> list[tuple[_WholeJob, Slice]]:
-        """The next slice of each clip in turn, while the padded batch stays within
-        ``whole_batch_samples`` (always at least one slice)."""
-        taken: list[tuple[_WholeJob, Slice]] = []
-        width = 0
-        while self._jobs:
-            job = self._jobs[0]
-            if job.future.done() or not job.slices:
-                self._jobs.popleft()
-                continue
-            if any(j is job for j, _ in taken):
-                break  # every waiting clip has its slice in this batch
-            wider = max(width, job.slices[0].stop_sample - job.slices[0].start_sample)
-            if taken and wider * (len(taken) + 1) > self.whole_batch_samples:
-                break  # rows are padded to the widest: that is the batch's cost
-            width = wider
-            taken.append((job, job.slices.popleft()))
-            self._jobs.rotate(-1)
-        return taken
-
-    async def _process_whole(self, loop: asyncio.AbstractEventLoop) -> None:
-        taken = self._take_whole()
-        if not taken:
-            return
-        signals = [job.samples for job, _ in taken]
-        slices = [s for _, s in taken]
-        now = time.perf_counter()
-        try:
-            parts = await loop.run_in_executor(
-                self._whole_executor, self.whole.run, signals, slices
-            )
-        except Exception as e:  # a model failure fails these clips, not the server
-            logger.exception("Detect batch of %s slices failed", len(taken))
-            for job, _ in taken:
-                if not job.future.done():
-                    job.future.set_exception(e)
-            return
-        inference = time.perf_counter() - now
-        size = sum(s.stop_sample - s.start_sample for s in slices)
-        rate = inference / size
-        w = self._whole_s_per_sample
-        self._whole_s_per_sample = rate if w == 0 else 0.8 * w + 0.2 * rate
-        for (job, _), probs in zip(taken, parts, strict=True):
-            job.parts.append(probs)
-            if not job.slices and not job.future.done():
-                job.future.set_result(np.concatenate(job.parts))
-        self._jobs = deque(j for j in self._jobs if j.slices and not j.future.done())
-        if self._on_batch is not None:
-            self._on_batch(BatchStats(len(taken), 0.0, inference, size, kind="whole"))
-
-    def whole_backlog_s(self) -> float:
-        """Model time the queued Detect slices need, at the rate measured so far (0 before
-        any ran): the retry hint of a refused Detect call."""
-        left = sum(s.stop_sample - s.start_sample for j in self._jobs for s in j.slices)
-        return left * self._whole_s_per_sample
 
     def _take(self) -> list[tuple[Stream, list[asyncio.Future]]]:
         batch = []

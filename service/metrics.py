@@ -11,6 +11,7 @@ import logging
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from .batcher import BatchStats
+from .detect_worker import DetectResult
 
 logger = logging.getLogger("vadnet")
 
@@ -48,9 +49,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.detect_slices = Histogram(
-            "vadnet_detect_batch_seconds",
-            "Wall time of one batch of Detect slices (on their own low-priority thread)",
+        self.detect_model = Histogram(
+            "vadnet_detect_model_seconds",
+            "Model wall time of one Detect call (in the low-priority Detect process)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -69,12 +70,13 @@ class Metrics:
 
     def on_batch(self, stats: BatchStats) -> None:
         """Batcher callback: one call per forward pass."""
-        if stats.kind == "whole":
-            self.detect_slices.observe(stats.inference_s)
-            return
         self.batch_size.observe(stats.size)
         self.queue_delay.observe(stats.queue_delay_s)
         self.inference_latency.observe(stats.inference_s)
+
+    def on_detect(self, result: DetectResult) -> None:
+        """Detect worker callback: one call per finished Detect call."""
+        self.detect_model.observe(result.model_s)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         """Expose ``/metrics`` over HTTP in a daemon thread; returns the bound port."""

@@ -22,15 +22,14 @@ from grpc_reflection.v1alpha import reflection
 
 from vadnet.model.checkpoint import load_model, model_version
 from vadnet.model.errors import InvalidInputError
-from vadnet.model.inference import WholeInputVAD
 from vadnet.model.network import VadNet
 from vadnet.model.streaming import StreamBank
 from vadnet.v1 import vad_pb2 as pb
-from vadnet.v1 import vad_pb2_grpc as pb_grpc
 
 from .auth import BearerTokenInterceptor, TokenFile
 from .batcher import Batcher
 from .config import ServerConfig
+from .detect_worker import DetectWorker
 from .metrics import Metrics
 from .servicer import VoiceActivityServicer
 
@@ -105,6 +104,32 @@ def keepalive_options(cfg: ServerConfig) -> list[tuple[str, int]]:
     return opts
 
 
+def add_servicer(servicer: VoiceActivityServicer, server: grpc.aio.Server) -> None:
+    """``pb_grpc.add_VoiceActivityServicer_to_server``, except that Detect gets its request
+    serialized: the Detect worker process parses it, so an upload of megabytes is never
+    copied out of its message on the event loop (two copies, ~1-10 ms each with the GIL
+    held, most of it page faults on fresh memory)."""
+    handlers = {
+        "StreamingDetect": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamingDetect,
+            request_deserializer=pb.StreamingDetectRequest.FromString,
+            response_serializer=pb.StreamingDetectResponse.SerializeToString,
+        ),
+        "Detect": grpc.unary_unary_rpc_method_handler(
+            servicer.Detect,
+            request_deserializer=None,  # bytes as they came
+            response_serializer=pb.DetectResponse.SerializeToString,
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo,
+            request_deserializer=pb.GetModelInfoRequest.FromString,
+            response_serializer=pb.ModelInfo.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 class VadServer:
     """One server process's parts. Build with :func:`create_server`."""
 
@@ -150,20 +175,20 @@ class VadServer:
         if cfg.half and self.device.type == "cuda":
             model = model.half()
         bank = StreamBank(model, self.device, capacity=64)
-        # Detect's slices: one batch holds at most one full slice (with its reach-back),
-        # so a stream chunk never waits behind more than that.
-        whole = WholeInputVAD(model, device=str(self.device), chunk_s=cfg.detect_slice_s)
-        slice_samples = int(cfg.detect_slice_s * model.sample_rate) + model.receptive_field_samples
         self.batcher = Batcher(
-            bank,
-            cfg.max_batch_size,
-            cfg.max_queue_delay_ms,
-            on_batch=self.metrics.on_batch,
-            whole=whole,
-            whole_batch_samples=slice_samples,
+            bank, cfg.max_batch_size, cfg.max_queue_delay_ms, on_batch=self.metrics.on_batch
         )
-        self.servicer = VoiceActivityServicer(self.batcher, cfg, self.metrics, self._info(model))
-        pb_grpc.add_VoiceActivityServicer_to_server(self.servicer, self.grpc)
+        # Detect runs in its own low-priority process (service/detect_worker.py), started
+        # by the first Detect call.
+        detector = DetectWorker(
+            model, str(self.device), cfg.detect_slice_s, cfg.effective_torch_threads,
+            cfg.max_detect_calls, cfg.max_detect_audio_s,
+        )  # fmt: skip
+        detector.on_result = self.metrics.on_detect
+        self.servicer = VoiceActivityServicer(
+            self.batcher, cfg, self.metrics, self._info(model), detector
+        )
+        add_servicer(self.servicer, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), self.grpc
         )

@@ -24,43 +24,27 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from vadnet.model.audio import MODEL_RATE_HZ, Resampler, decode_audio, decode_pcm, load_audio_bytes
+from vadnet.model.audio import MODEL_RATE_HZ, Resampler, decode_pcm
 from vadnet.model.errors import InvalidInputError, ResourceExhaustedError, VadnetError
-from vadnet.model.segmenter import SegmenterOptions, StreamingSegmenter, segment_probs
+from vadnet.model.segmenter import StreamingSegmenter
 from vadnet.v1 import vad_pb2 as pb
 from vadnet.v1 import vad_pb2_grpc as pb_grpc
 
 from .admission import Admission
 from .batcher import Batcher, Stream
-from .bulk import BulkPool
 from .config import ServerConfig
+from .detect_worker import DetectWorker
 from .errors import StreamTimeoutError, UnavailableError, abort, status_code
+from .messages import encoding_name, segmenter_options
 from .metrics import Metrics
 from .resume import ReplayGrid, checkpoint, restore
 
 logger = logging.getLogger("vadnet")
 
 _KIND = {"start": pb.SpeechEvent.SPEECH_START, "end": pb.SpeechEvent.SPEECH_END}
-_SEGMENTER_FIELDS = (
-    "threshold",
-    "neg_threshold",
-    "min_speech_duration_ms",
-    "min_silence_duration_ms",
-    "speech_pad_ms",
-    "max_speech_duration_s",
-)
 # A resumable stream gets a checkpoint at least this often (input audio), so that the
 # client's replay buffer stays near the receptive field (8.3 s) plus this.
 _CHECKPOINT_EVERY_S = 1.0
-
-
-def segmenter_options(msg: pb.SegmenterConfig) -> SegmenterOptions:
-    """The options set in ``msg``; unset fields keep SegmenterOptions' defaults."""
-    opts = SegmenterOptions.from_dict(
-        {name: getattr(msg, name) for name in _SEGMENTER_FIELDS if msg.HasField(name)}
-    )
-    opts.validate()
-    return opts
 
 
 def peer_address(peer: str) -> str:
@@ -70,14 +54,6 @@ def peer_address(peer: str) -> str:
     if kind in ("ipv4", "ipv6") and ":" in rest:
         return rest.rsplit(":", 1)[0]
     return peer
-
-
-def encoding_name(value: int) -> str:
-    if value == pb.AUDIO_ENCODING_UNSPECIFIED or value not in pb.AudioEncoding.values():
-        raise InvalidInputError(
-            f"encoding {value} is not supported: set encoding to LINEAR16, FLOAT32, MULAW or ALAW"
-        )
-    return pb.AudioEncoding.Name(value)
 
 
 @dataclass(eq=False)
@@ -131,9 +107,15 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
     """StreamingDetect, Detect and GetModelInfo on one shared :class:`Batcher`."""
 
     def __init__(
-        self, batcher: Batcher, config: ServerConfig, metrics: Metrics, model_info: pb.ModelInfo
+        self,
+        batcher: Batcher,
+        config: ServerConfig,
+        metrics: Metrics,
+        model_info: pb.ModelInfo,
+        detector: DetectWorker,
     ) -> None:
         self.batcher = batcher
+        self.detector = detector  # Detect's work, in a low-priority child process
         self.config = config
         self.metrics = metrics
         self.model_info = model_info
@@ -142,7 +124,6 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         self.sessions: set[_Session] = set()
         self._detects = 0  # Detect calls in progress
         self.admission = Admission(config)
-        self.bulk = BulkPool(config.max_detect_calls)  # Detect's decode and segmenting
         self._idle = asyncio.Event()
         self._idle.set()
         self._max_buffered = int(config.max_buffered_audio_s * MODEL_RATE_HZ)
@@ -158,7 +139,7 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        self.bulk.shutdown()
+        await asyncio.to_thread(self.detector.stop)
 
     def end_all_streams(self) -> None:
         """Drain: stop reading every stream; each gets the results of what it sent (and a
@@ -497,20 +478,20 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         return resp
 
     # --- Detect ----------------------------------------------------------------------
-    async def Detect(
-        self, request: pb.DetectRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DetectResponse:  # noqa: N802
+    async def Detect(self, request: bytes, context: grpc.aio.ServicerContext) -> pb.DetectResponse:  # noqa: N802
+        """``request`` is the serialized DetectRequest: the Detect worker process parses it
+        (server.add_servicer), so the server's event loop never copies the upload."""
         try:
             self._check_admission()
             # Admitted before decoding: the cap bounds the decoded audio held at once.
             self.admission.check_detect(
-                len(self.sessions), self._detects, self.batcher.whole_backlog_s()
+                len(self.sessions), self._detects, self.detector.backlog_s()
             )
             self._detects += 1
             self._calls_changed()
             started = time.monotonic()
             try:
-                return await self._detect(request)
+                result = await self.detector.run(request)
             finally:
                 self._detects -= 1
                 self._calls_changed()
@@ -520,46 +501,20 @@ class VoiceActivityServicer(pb_grpc.VoiceActivityServicer):
         except Exception as e:
             self.metrics.errors.labels(status_code(e).name).inc()
             await abort(context, e)
-
-    async def _detect(self, request: pb.DetectRequest) -> pb.DetectResponse:
-        limit = self.config.max_detect_audio_s
-        opts = segmenter_options(request.segmenter)  # cheap checks before the decode
-        source = request.WhichOneof("audio_source")
-        # Decoding a clip takes a while: on a low-priority thread (service/bulk.py).
-        # Both decoders refuse a clip over the limit from its header or byte count.
-        if source == "file":
-            audio = await self.bulk.run(load_audio_bytes, request.file, limit)
-        elif source == "raw":
-            raw = request.raw
-            enc = encoding_name(raw.encoding)
-            rate = int(raw.sample_rate_hz)
-            audio = await self.bulk.run(decode_audio, raw.data, enc, rate, limit)
-        else:
-            raise InvalidInputError("set either file (wav/flac/ogg bytes) or raw audio")
-        probs = await self.batcher.probabilities(audio.samples)
-        # Pure Python holding the GIL: default priority (see service/bulk.py), off the loop.
-        segments = await asyncio.to_thread(
-            segment_probs,
-            probs,
-            opts,
-            self._hop / MODEL_RATE_HZ,
-            audio.input_rate_hz,
-            audio.num_input_samples,
-        )
         resp = pb.DetectResponse(
-            audio_s=audio.duration_s, frames=probs.size, input_sample_rate_hz=audio.input_rate_hz
+            audio_s=result.audio_s, frames=result.frames, input_sample_rate_hz=result.input_rate_hz
         )
-        for seg in segments:
+        for seg in result.segments:
             resp.segments.add(
                 start_s=seg.start_s,
                 end_s=seg.end_s,
                 start_sample=seg.start_sample,
                 end_sample=seg.end_sample,
             )
-        if request.return_probabilities:
-            resp.probabilities.extend(probs.tolist())
-        self.metrics.audio_seconds.labels("Detect").inc(audio.duration_s)
-        self.metrics.frames.labels("Detect").inc(probs.size)
+        if result.probabilities is not None:
+            resp.probabilities.extend(result.probabilities.tolist())
+        self.metrics.audio_seconds.labels("Detect").inc(result.audio_s)
+        self.metrics.frames.labels("Detect").inc(result.frames)
         return resp
 
     # --- GetModelInfo ----------------------------------------------------------------

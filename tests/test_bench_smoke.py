@@ -130,3 +130,17 @@ def test_stream_step_costs_each_model_side_by_side(tmp_path):
     assert big["state_bytes"] - small["state_bytes"] == 4 * 64 * 2 * 128
     assert small["us_per_chunk"] > 0 and big["us_per_chunk"] > 0
     assert "| 1.00 |" in proc.stdout and "µs per chunk" in proc.stdout
+
+
+def test_detect_priority_runs_both_phases_and_sees_the_detect_process(tmp_path):
+    out = tmp_path / "detect_priority.json"
+    args = ["--streams", "2", "--detects", "1", "--detect-s", "20", "--duration-s", "4"]
+    args += ["--server-cpus", "0,1", "--client-cpus", "0,1"]
+    proc = run_bench("detect_priority.py", None, out, *args)
+    alone, mixed = json.loads(out.read_text())["phases"]
+    assert alone["chunks"] > 0 and mixed["chunks"] > 0 and mixed["failed_streams"] == 0
+    assert mixed["detect_done"] >= 1 and not mixed["detect_errors"]
+    # The Detect work shows up in the worker process's threads, not the server's.
+    assert "vadnet-detect" in mixed["server_threads"]
+    assert "vadnet-detect" not in alone["server_threads"]
+    assert "p99 with Detects / alone" in proc.stdout

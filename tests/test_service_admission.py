@@ -141,4 +141,9 @@ async def test_cancelled_detect_leaves_no_work_behind(model):
     ):
         req = pb.DetectRequest(file=_flac(x, rate))
         await expect_error(stub.Detect(req, timeout=0.5), grpc.StatusCode.DEADLINE_EXCEEDED)
-        await wait_until(lambda: server.servicer._detects == 0 and not server.batcher._jobs)
+        await wait_until(
+            lambda: server.servicer._detects == 0 and not server.servicer.detector._pending
+        )
+        # The worker process is still there and answers the next call.
+        short = pb.DetectRequest(file=_flac(x[: 10 * rate], rate))
+        assert (await stub.Detect(short)).frames > 0
