@@ -179,9 +179,11 @@ class VadServer:
             bank, cfg.max_batch_size, cfg.max_queue_delay_ms, on_batch=self.metrics.on_batch
         )
         # Detect runs in its own low-priority process (service/detect_worker.py), started
-        # by the first Detect call.
+        # by the first Detect call. One torch thread there unless --torch-threads says
+        # otherwise: its calls run side by side already, and intra-op threads that share
+        # a core spin-wait for each other.
         detector = DetectWorker(
-            model, str(self.device), cfg.detect_slice_s, cfg.effective_torch_threads,
+            model, str(self.device), cfg.detect_slice_s, cfg.torch_threads or 1,
             cfg.max_detect_calls, cfg.max_detect_audio_s,
         )  # fmt: skip
         detector.on_result = self.metrics.on_detect
