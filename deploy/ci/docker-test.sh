@@ -194,6 +194,23 @@ print(int(float(m.group(1))) if m else "missing")' "http://127.0.0.1:$METRICS_PO
 [ "$(metric vadnet_streams_total)" = 2 ] || fail "metrics: vadnet_streams_total $(metric vadnet_streams_total), expected 2"
 echo "metrics: vadnet_streams_total 2"
 
+step "Detect through the container (its low-priority worker process), compare with vadnet detect"
+"$VENV_BIN/python" - "$SERVER" "$AUDIO" "$WORK/detect.json" <<'EOF' || fail "Detect through the container"
+import json
+import sys
+
+import vadnet
+
+got = vadnet.Client(sys.argv[1]).detect(sys.argv[2], timeout=60)
+want = json.load(open(sys.argv[3]))
+pairs = [(s.start_sample, s.end_sample) for s in got]
+assert pairs == [(s["start_sample"], s["end_sample"]) for s in want], (pairs, want)
+print(f"Detect: {len(pairs)} segments, equal to vadnet detect")
+EOF
+pm logs "$NAME" > "$WORK/container.log" 2>&1
+grep -q 'Detect worker process [0-9]* started' "$WORK/container.log" \
+    || fail "no Detect worker process in the container log: $(tail -5 "$WORK/container.log")"
+
 step "rolling replacement: SIGTERM drains an open stream, which resumes on the new container"
 # What a deploy does: the old replica drains (the stream is cut UNAVAILABLE with a
 # checkpoint, never a silent OK), exits 0, and a new one takes its address. The client resumes
@@ -220,7 +237,11 @@ start_container
 wait "$CLIENT_PID" || fail "the stream did not resume on the new container: $(cat "$WORK/drain.err")"
 CLIENT_PID=
 diff "$WORK/detect.json" "$WORK/drain.json" || fail "segments after the failover differ from vadnet detect"
-pm logs "$NAME" 2>&1 | grep -q 'resumed from its checkpoint' || fail "the new container logged no resumed stream"
+# To a file first: under pipefail, `pm logs | grep -q` fails whenever grep exits on its
+# match before pm has written everything (SIGPIPE), which is what failed here once.
+pm logs "$NAME" > "$WORK/container2.log" 2>&1
+grep -q 'resumed from its checkpoint' "$WORK/container2.log" \
+    || fail "the new container logged no resumed stream: $(tail -5 "$WORK/container2.log")"
 echo "drained (exit 0), resumed on the new container: segments equal vadnet detect"
 
 step "summary"
