@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import grpc
 import numpy as np
@@ -118,3 +119,47 @@ def test_a_script_without_a_main_guard_serves_detect(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "frames 200" in out.stdout
+
+
+def test_the_worker_dies_with_its_server(tmp_path):
+    """A SIGKILLed server leaves no Detect worker behind: the worker exits on the end of
+    its socket."""
+    script = tmp_path / "serve.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import asyncio, grpc, sys
+        from vadnet.service.server import create_server
+        from vadnet.v1 import vad_pb2 as pb, vad_pb2_grpc as pb_grpc
+
+        async def main():
+            server, port = await create_server({{"host": "127.0.0.1", "port": 0,
+                                                 "metrics_port": -1}})
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{{port}}") as ch:
+                stub = pb_grpc.VoiceActivityStub(ch)
+                data = open({str(FILE)!r}, "rb").read()
+                await stub.Detect(pb.DetectRequest(file=data), timeout=60)
+            print(server.servicer.detector.pid, flush=True)
+            await asyncio.sleep(600)
+
+        asyncio.run(main())
+    """)
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(proc.stdout.readline())
+        assert os.path.exists(f"/proc/{worker}")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    for _ in range(100):
+        if not os.path.exists(f"/proc/{worker}") or _zombie(worker):
+            break
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{worker}") or _zombie(worker)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
