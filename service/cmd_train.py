@@ -186,7 +186,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--speech-weighting",
         choices=("uniform", "sqrt_hours"),
         help="how speech sources share the draws: uniform (default) or in proportion to the"
-        " square root of each source's hours",
+        " square root of each source's hours (the bundled model's two stages use sqrt_hours,"
+        " see docs/model.md)",
     )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
 
