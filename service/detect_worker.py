@@ -110,7 +110,8 @@ def child_main(fd: int) -> None:
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     whole = WholeInputVAD(model.eval(), device=device, chunk_s=chunk_s)
     send_lock = threading.Lock()
-    cancelled: set[int] = set()
+    cancelled: set[int] = set()  # of the calls in ``running`` only: it never grows
+    running: set[int] = set()
     pool = ThreadPoolExecutor(max_calls, thread_name_prefix="vadnet-detect")
     while True:
         try:
@@ -120,17 +121,19 @@ def child_main(fd: int) -> None:
         if msg[0] == "stop":
             break
         if msg[0] == "cancel":
-            cancelled.add(msg[1])
+            if msg[1] in running:  # a cancel can cross the call's answer
+                cancelled.add(msg[1])
             continue
         _, job_id = msg
+        running.add(job_id)
         (upload,) = recvfds(sock, 1)  # read by the call's own thread, not here
         job = functools.partial(_detect, whole, limit_s, upload, lambda j=job_id: j in cancelled)
-        pool.submit(_run_job, conn, send_lock, cancelled, job_id, job)
+        pool.submit(_run_job, conn, send_lock, (running, cancelled), job_id, job)
     # Whatever still runs was for calls the server has given up on: no reason to finish.
     os._exit(0)
 
 
-def _run_job(conn, send_lock, cancelled, job_id: int, job) -> None:
+def _run_job(conn, send_lock, sets: tuple[set[int], set[int]], job_id: int, job) -> None:
     try:
         result, error = job(), None
     except _Cancelled:
@@ -140,7 +143,8 @@ def _run_job(conn, send_lock, cancelled, job_id: int, job) -> None:
     except Exception as e:  # a bug or a broken clip fails this call, not the child
         logger.exception("Detect call %s failed", job_id)
         result, error = None, ("VadnetError", f"Detect failed: {type(e).__name__}: {e}")
-    cancelled.discard(job_id)
+    for ids in sets:  # running, cancelled: discard is atomic under the GIL
+        ids.discard(job_id)
     try:
         with send_lock:
             conn.send((job_id, result, error))
