@@ -40,9 +40,10 @@ FILE = REPO / "tests" / "data" / "speech_en.wav"
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
-    return int(m.group(1)) / 1024 if m else float("nan")
+    """RSS of the server and of its child processes (the Detect worker), MB."""
+    from vadnet.service.cmd_loadtest import _rss_mb
+
+    return _rss_mb(pid)
 
 
 def active_streams(metrics_port: int) -> float:
