@@ -114,21 +114,11 @@ def _bucket_quantile(before: dict, after: dict, q: float) -> float | None:
     return None
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
 def _thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of the server's threads and of its child processes' (the Detect worker),
     summed by thread name (/proc/PID/task)."""
     out: dict[str, float] = {}
-    tasks = [t for p in [pid, *_children(pid)] for t in Path(f"/proc/{p}/task").iterdir()]
+    tasks = [t for p in lt._family(pid) for t in Path(f"/proc/{p}/task").iterdir()]
     for task in tasks:
         try:
             comm = (task / "comm").read_text().strip()

@@ -91,10 +91,11 @@ def test_a_cancelled_call_skips_its_remaining_slices(model):
     assert done.frames > 0 and done.probabilities is None
 
 
-def test_a_script_without_a_main_guard_serves_detect(tmp_path):
-    """The worker is a fresh interpreter, not a multiprocessing spawn (which re-runs the
-    parent's __main__ and breaks unguarded scripts)."""
+def _detect_script(tmp_path, after: str):
+    """A script with no main guard that starts a server, sends FILE as one Detect call and
+    then runs ``after`` (inside ``main``, with ``server`` and the response ``r``)."""
     script = tmp_path / "serve.py"
+    body = textwrap.indent(textwrap.dedent(after), " " * 4)  # in main, after the channel
     script.write_text(
         textwrap.dedent(f"""
         import asyncio, grpc
@@ -104,17 +105,27 @@ def test_a_script_without_a_main_guard_serves_detect(tmp_path):
         async def main():
             server, port = await create_server({{"host": "127.0.0.1", "port": 0,
                                                  "metrics_port": -1}})
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{{port}}") as ch:
-                    stub = pb_grpc.VoiceActivityStub(ch)
-                    data = open({str(FILE)!r}, "rb").read()
-                    r = await stub.Detect(pb.DetectRequest(file=data), timeout=60)
-                    print("frames", r.frames)
-            finally:
-                await server.stop(1)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{{port}}") as ch:
+                stub = pb_grpc.VoiceActivityStub(ch)
+                data = open({str(FILE)!r}, "rb").read()
+                r = await stub.Detect(pb.DetectRequest(file=data), timeout=60)
+        {{body}}
 
         asyncio.run(main())
-    """)
+    """).replace("{body}", body)
+    )
+    return script
+
+
+def test_a_script_without_a_main_guard_serves_detect(tmp_path):
+    """The worker is a fresh interpreter, not a multiprocessing spawn (which re-runs the
+    parent's __main__ and breaks unguarded scripts)."""
+    script = _detect_script(
+        tmp_path,
+        """
+        print("frames", r.frames)
+        await server.stop(1)
+    """,
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -124,25 +135,12 @@ def test_a_script_without_a_main_guard_serves_detect(tmp_path):
 def test_the_worker_dies_with_its_server(tmp_path):
     """A SIGKILLed server leaves no Detect worker behind: the worker exits on the end of
     its socket."""
-    script = tmp_path / "serve.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import asyncio, grpc, sys
-        from vadnet.service.server import create_server
-        from vadnet.v1 import vad_pb2 as pb, vad_pb2_grpc as pb_grpc
-
-        async def main():
-            server, port = await create_server({{"host": "127.0.0.1", "port": 0,
-                                                 "metrics_port": -1}})
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{{port}}") as ch:
-                stub = pb_grpc.VoiceActivityStub(ch)
-                data = open({str(FILE)!r}, "rb").read()
-                await stub.Detect(pb.DetectRequest(file=data), timeout=60)
-            print(server.servicer.detector.pid, flush=True)
-            await asyncio.sleep(600)
-
-        asyncio.run(main())
-    """)
+    script = _detect_script(
+        tmp_path,
+        """
+        print(server.servicer.detector.pid, flush=True)
+        await asyncio.sleep(600)
+    """,
     )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
