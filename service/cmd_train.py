@@ -12,7 +12,7 @@ from vadnet.model.errors import InvalidInputError
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "user_share", "init", "seed", "epochs",
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "calibration_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
-                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "grow_b_dilations")  # fmt: skip
+                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "ema_decay", "grow_b_dilations")  # fmt: skip
 MIX_FLAGS = (
     "p_melody",
     "p_music_gate",
@@ -27,7 +27,7 @@ DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "user_share
             "batch_size": 32, "workers": 2, "dev_examples": 400, "calibration_examples": 2000, "lr": 3e-3,
             "calibration_max_false_alarm": 0.005, "hard_negative_fraction": 0.0,
             "hard_negative_weight": 1.0, "far_negative_fraction": 0.0, "far_negative_margin_ms": 250.0,
-            "replay_fraction": 0.0, "replay_buffer": 256, "grow_b_dilations": ()}  # fmt: skip
+            "replay_fraction": 0.0, "replay_buffer": 256, "ema_decay": 0.0, "grow_b_dilations": ()}  # fmt: skip
 
 
 EPILOG = """\
@@ -151,6 +151,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=defaults["replay_buffer"],
         metavar="MIXTURES",
         help="how many hard mixtures replay keeps (default %(default)s)",
+    )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=defaults["ema_decay"],
+        metavar="DECAY",
+        help="score and keep a moving average of the weights (default %(default)s: off;"
+        " 0.995 averages about the last 200 steps, see model/training/averaging.py)",
     )
     p.add_argument(
         "--grow-b",

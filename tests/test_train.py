@@ -106,6 +106,24 @@ def test_replay_runs_keeps_its_buffer_and_resumes_exactly(tmp_path, user_data):
     assert any(not torch.equal(v, weights(plain)[k]) for k, v in weights(straight).items())
 
 
+def test_weight_average_is_kept_and_resumes_exactly(tmp_path, user_data):
+    """--ema-decay: best.pt holds the average, not the last step's weights; the average
+    travels in last.pt, so a resumed run ends on the very weights of a straight one."""
+    opts = {"ema_decay": 0.5}
+    run(tmp_path / "one", user_data, epochs=1, **opts)  # one epoch: best.pt is its end
+    blob = read_checkpoint(tmp_path / "one" / "last.pt")
+    assert blob["average"]["updates"] == 3
+    average = blob["average"]["state_dict"]
+    assert any(not torch.equal(v, average[k]) for k, v in blob["state_dict"].items())
+    best = weights(tmp_path / "one" / "best.pt")
+    assert all(torch.equal(v, average[k]) for k, v in best.items())
+    straight = run(tmp_path / "s", user_data, **opts)
+    run(tmp_path / "r", user_data, stop_after_epoch=1, **opts)
+    resumed = run(tmp_path / "r", user_data, **opts)
+    for k, v in weights(straight).items():
+        assert torch.equal(v, weights(resumed)[k]), k
+
+
 def test_different_seed_gives_different_weights(tmp_path, user_data):
     a = run(tmp_path / "a", user_data, epochs=1)
     b = run(tmp_path / "b", user_data, epochs=1, seed=1)

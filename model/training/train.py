@@ -48,6 +48,7 @@ from ..checkpoint import (
 from ..errors import InvalidInputError
 from ..network import ModelConfig, VadNet
 from . import reference
+from .averaging import WeightAverage
 from .data import MixConfig, Mixer, ShareMixer, batch_loader, fixed_blocks
 from .grow import append_b_layers, check_dilations
 from .metrics import frame_metrics
@@ -155,6 +156,11 @@ class TrainConfig:
     # not in seed 1 (0.19 % at recall 0.75, v41s1 0.01 %; docs/model.md). 0 turns it off.
     replay_fraction: float = 0.0
     replay_buffer: int = 256
+    # Keep and score an exponential moving average of the weights (model/training/averaging.py)
+    # instead of the last step's: 0.995 averages over about the last 200 steps (2 epochs).
+    # Why: a seed's weights wander under mining and replay, and where a run stops decides
+    # its false-alarm/miss trade. 0 turns it off (the last step's weights, as before).
+    ema_decay: float = 0.0
     # B layers (their dilations) appended to the init checkpoint before training
     # (model/training/grow.py). The bundled stage 2 grows dilations 32, 64 and 128 (8 s of context):
     # each doubling so far cut music false alarms at the same dev recall (docs/model.md).
@@ -178,6 +184,7 @@ class TrainConfig:
                 f"user_share must be in (0, 1] (1: your data alone), got {self.user_share}"
             )
         HardExampleReplay.check(self.replay_fraction, self.replay_buffer)
+        WeightAverage.check(self.ema_decay)
         self.grow_b_dilations = check_dilations(self.grow_b_dilations)  # fail before data loads
 
     @classmethod
@@ -498,6 +505,7 @@ def train(cfg: TrainConfig | dict) -> Path:
     )
     step, history, best_auc = 0, [], -1.0
     replay = HardExampleReplay(cfg.replay_fraction, cfg.replay_buffer, cfg.seed)
+    average = WeightAverage(model, cfg.ema_decay)  # scored and kept; trained: model
 
     # 3. Resume from last.pt if a previous run of the same config stopped; else score the
     # starting model on dev (epoch 0), so the gain on this dev set is visible.
@@ -510,6 +518,7 @@ def train(cfg: TrainConfig | dict) -> Path:
         step, history, best_auc = blob["step"], json.loads(blob["history"]), blob["best_auc"]
         torch.set_rng_state(blob["torch_rng"])
         replay.load_state(blob.get("replay"))
+        average.load_state(blob.get("average"))
         logger.info("resumed from %s at step %s", last, step)
     else:
         dev_loss, dev_metrics, _ = evaluate(model, dev, device)
@@ -552,10 +561,11 @@ def train(cfg: TrainConfig | dict) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
+            average.update(model)
             step += 1
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        dev_loss, dev_metrics, _ = evaluate(model, dev, device)
+        dev_loss, dev_metrics, _ = evaluate(average.of(model), dev, device)
         elapsed = round(time.time() - started, 1)
         history.append(
             _epoch_row(epoch, step, elapsed, float(np.mean(losses)), dev_loss, dev_metrics)
@@ -566,11 +576,11 @@ def train(cfg: TrainConfig | dict) -> Path:
         auc = dev_metrics["auc"]
         if not (out / "best.pt").exists() or not np.isfinite(auc) or auc > best_auc:
             best_auc = auc if np.isfinite(auc) else best_auc
-            save_checkpoint(out / "best.pt", model, step=step, dev=dev_metrics)
+            save_checkpoint(out / "best.pt", average.of(model), step=step, dev=dev_metrics)
         save_checkpoint(
             last, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(), step=step,
             history=json.dumps(history), best_auc=best_auc, torch_rng=torch.get_rng_state(),
-            replay=replay.state(),
+            replay=replay.state(), average=average.state(),
         )  # fmt: skip
         (out / "metrics.json").write_text(
             json.dumps({"config": asdict(cfg), "history": history}, indent=1)
