@@ -111,3 +111,23 @@ def test_training_never_reads_the_benchmark_scenes():
     training = REPO / "model" / "training"
     for path in training.glob("*.py"):
         assert "realworld" not in path.read_text(), path
+
+
+def test_talkers_runs_on_a_tiny_cache(tmp_path, data_dir):
+    """bench/talkers.py: each dev talker alone, wideband and through the phone channel."""
+    cache = tiny_cache(tmp_path, data_dir)
+    out = tmp_path / "talkers.json"
+    cmd = [sys.executable, "bench/talkers.py", "--cache-dir", str(cache), "--seconds", "20"]
+    proc = subprocess.run(cmd + ["--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [r["talker"] for r in res["talkers"]] == ["asterisk", "tuxpaint:ca"]
+    for r in res["talkers"]:
+        assert r["speech_s"] > 2
+        for system in ("vadnet", "silero-onnx"):
+            assert set(r["miss"][system]) == {"wideband", "8k", "8k-mulaw"}
+            assert all(0.0 <= v <= 1.0 for v in r["miss"][system].values())
+    # clean read English, wideband: both systems hear most of it
+    tux = res["talkers"][1]["miss"]
+    assert tux["vadnet"]["wideband"] < 0.5 and tux["silero-onnx"]["wideband"] < 0.5
+    assert (tmp_path / "talkers.md").read_text().startswith("# Clean speech per dev talker")

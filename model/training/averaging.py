@@ -4,7 +4,9 @@ Why: with the bundled stage 2's mining and replay, the weights of one seed wande
 batch to batch (dev AUC moved by 0.003-0.008 between neighbouring epochs of v44), and
 where a run stops on that walk decides its false-alarm/miss trade: v44's two seeds landed
 at 0.69 % and 0.24 % speech-free false alarms on the real-use scenes. An average over the
-last few hundred steps sits in the middle of the walk instead of at one end of it.
+last few hundred steps sits in the middle of the walk instead of at one end of it. Tried
+on the bundled stage 2 (v46, decay 0.995), it scored lower than the last step's weights on
+the real-use scenes in both seeds, so the recipe leaves it off (docs/experiments.md).
 
 The average covers every floating-point entry of the state dict, BatchNorm's running
 statistics included (they follow the weights they normalise); integer counters are copied.
