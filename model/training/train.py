@@ -1,7 +1,7 @@
 """Training loop: read it top to bottom.
 
     vadnet train --out runs/stage1 --speech-weighting sqrt_hours   # the bundled model, stage 1
-    vadnet train --init runs/stage1/best.pt --out runs/bundled --epochs 20 --lr 1e-3 \
+    vadnet train --init runs/stage1/best.pt --out runs/bundled --epochs 20 --lr 2e-3 \
         --far-negative-fraction 0.05 --replay-fraction 0.25 --p-melody 0.5 \
         --p-music-gate 0.3 --grow-b 32 64 128 \
         --speech-weighting sqrt_hours                               # stage 2 (docs/model.md)
