@@ -32,6 +32,7 @@ SR = 16_000
 GRID = 160  # samples: the 10 ms scoring grid
 LABEL_HOP = 256  # the cache's label frames
 SNRS = ("clean", 20, 10, 5, 0)  # dB of the speech-active part over the background
+CLEAN_SNR_DB = 50.0  # "clean" is a quiet room this far under the speech, never digital silence
 KINDS = ("music", "effects", "ambient", "noise")
 # Talker groups and their share of speech scenes: tuxpaint has the most dev speech (0.9 h in
 # three languages); the game voices have 2-3 minutes in all, so they get fewer scenes.
@@ -203,6 +204,15 @@ def _speech_track(rng, clips, n: int) -> tuple[np.ndarray, np.ndarray]:
     return track, truth
 
 
+def over_background(
+    speech: np.ndarray, truth: np.ndarray, bg: np.ndarray, snr_db: float
+) -> tuple[np.ndarray, float]:
+    """``speech`` over ``bg`` at ``snr_db`` (speech-active power over the background's mean
+    power; ``truth`` per sample marks the active part) -> (mixture, speech-active RMS)."""
+    active = _rms(speech[truth]) if truth.any() else 1.0
+    return speech + bg / (_rms(bg) + 1e-12) * active * 10 ** (-snr_db / 20), active
+
+
 def to_grid(truth: np.ndarray) -> np.ndarray:
     """Per-sample truth (T,) bool -> (ceil(T / 160),) uint8: the majority of each 10 ms."""
     m = -(-truth.size // GRID)
@@ -252,11 +262,8 @@ def make_scene(i: int, p: dict, pools: Pools, rng: np.random.Generator) -> Scene
     kind = "noise" if p["background"] == "none" else p["background"]
     bg = background(rng, pools, kind, n)
     if p["group"]:
-        # SNR: speech-active power over the background's mean power; "clean" is a quiet
-        # room 50 dB under the speech (real recordings are never digital silence).
-        active = _rms(speech[truth]) if truth.any() else 1.0
-        snr_db = 50.0 if p["snr"] == "clean" else float(p["snr"])
-        x = speech + bg / (_rms(bg) + 1e-12) * active * 10 ** (-snr_db / 20)
+        snr_db = CLEAN_SNR_DB if p["snr"] == "clean" else float(p["snr"])
+        x, active = over_background(speech, truth, bg, snr_db)
         level = 10 ** (rng.uniform(-32, -18) / 20) / (active + 1e-12)
     else:
         x = bg

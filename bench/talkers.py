@@ -23,11 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _scenes import (  # noqa: E402
+    CLEAN_SNR_DB,
     SR,
-    _rms,
     _speech_track,
     generated_noise,
     load_pools,
+    over_background,
     telephone,
 )
 from _scenes import to_grid as truth_to_grid  # noqa: E402
@@ -36,7 +37,6 @@ from realworld import THRESHOLD, SileroOnnx, VadnetWhole  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHANNELS = ("wideband", "8k", "8k-mulaw")
-CLEAN_DB = 50.0  # the scenes' "clean": a quiet room this far under the speech
 LEVEL_DBFS = -25.0  # speech-active level before the channel, mid-range of the scenes'
 
 
@@ -45,9 +45,7 @@ def talker_track(clips: list, seconds: float, seed: int) -> tuple[np.ndarray, np
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     speech, truth = _speech_track(rng, clips, n)
-    room = generated_noise(rng, n)
-    active = _rms(speech[truth]) if truth.any() else 1.0
-    x = speech + room / (_rms(room) + 1e-12) * active * 10 ** (-CLEAN_DB / 20)
+    x, active = over_background(speech, truth, generated_noise(rng, n), CLEAN_SNR_DB)
     x = x * (10 ** (LEVEL_DBFS / 20) / (active + 1e-12))
     return np.clip(x, -1, 1).astype(np.float32), truth_to_grid(truth)
 
