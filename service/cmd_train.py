@@ -16,6 +16,9 @@ _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "
 MIX_FLAGS = (
     "p_melody",
     "p_music_gate",
+    "p_telephone",
+    "telephone_orders",
+    "telephone_low_cut_hz",
     "buried_snr_db",
     "speech_weighting",
 )  # MixConfig fields that have a flag
@@ -182,6 +185,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="share of recorded music backgrounds cut by a rhythmic gate (default 0; the"
         " bundled model's second stage uses 0.3, see docs/model.md)",
+    )
+    p.add_argument(
+        "--p-telephone",
+        type=float,
+        help="share of mixtures sent through a telephone channel (default 0.2)",
+    )
+    p.add_argument(
+        "--telephone-orders",
+        type=int,
+        nargs="+",
+        metavar="ORDER",
+        help="Butterworth orders the telephone band-pass is drawn from (default 4; higher"
+        " is a steeper skirt, as on a real line)",
+    )
+    p.add_argument(
+        "--telephone-low-cut-hz",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="range of the telephone band-pass's low edge in Hz (default 200 400)",
     )
     p.add_argument(
         "--buried-snr-db",

@@ -345,3 +345,40 @@ def test_speech_weighting_shares_draws_by_source_or_by_root_of_its_audio():
     assert abs(_speech_shares("sqrt_hours") - 3 / (3 + np.sqrt(2))) < 0.03
     with pytest.raises(ValueError, match="speech_weighting must be one of uniform, sqrt_hours"):
         MixConfig(speech_weighting="hours")
+
+
+def test_telephone_channel_options_are_checked():
+    from vadnet.model.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="telephone_orders must be 1 to 10"):
+        MixConfig(telephone_orders=(4, 0))
+    with pytest.raises(InvalidInputError, match="telephone_low_cut_hz must be"):
+        MixConfig(telephone_low_cut_hz=(400.0, 200.0))
+    with pytest.raises(InvalidInputError, match="p_telephone must be in"):
+        MixConfig(p_telephone=1.2)
+    # a checkpoint's train_config stores the mix as JSON lists
+    assert MixConfig(telephone_orders=[4, 8]).telephone_orders == (4, 8)
+
+
+def test_telephone_order_sets_the_skirt_and_one_order_draws_nothing_extra():
+    """A steeper band-pass takes more of a 150 Hz hum away; one order (the dev protocol's
+    4) draws nothing for it, so the random stream and the dev clips stay as they were."""
+    t = np.arange(16000) / 16000
+    hum = (0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+    low = (300.0, 300.0)
+
+    def level(order):
+        y = augment.telephone(np.random.default_rng(1), hum, (order,), low)
+        return augment.rms(y[2000:-2000])
+
+    assert level(8) < 0.02 * level(2)
+    assert level(2) < augment.rms(hum)
+
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    augment.telephone(a, hum)
+    augment.telephone(b, hum, (8,), (200.0, 400.0))
+    assert a.random() == b.random()
+    c, d = np.random.default_rng(5), np.random.default_rng(5)
+    augment.telephone(c, hum, (4, 6, 8))
+    augment.telephone(d, hum)
+    assert c.random() != d.random()  # several orders: one more draw

@@ -230,10 +230,25 @@ def mulaw(x: np.ndarray, mu: float = 255.0) -> np.ndarray:
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
 
 
-def telephone(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """Telephone band: 300-3400 Hz band-pass, 8 kHz resampling and (mostly) mu-law."""
+def telephone(
+    rng: np.random.Generator,
+    x: np.ndarray,
+    orders: tuple[int, ...] = (4,),
+    low_cut_hz: tuple[float, float] = (200.0, 400.0),
+) -> np.ndarray:
+    """Telephone band: 300-3400 Hz band-pass, 8 kHz resampling and (mostly) mu-law.
+
+    ``orders`` are the Butterworth orders drawn from (the skirts' steepness) and
+    ``low_cut_hz`` the range of the low edge. With one order nothing is drawn for it, so
+    the default keeps the random stream (and the dev clips) of the recipes before it.
+    """
+    order = orders[0] if len(orders) == 1 else int(orders[rng.integers(len(orders))])
     sos = scipy.signal.butter(
-        4, [rng.uniform(200, 400), rng.uniform(3200, 3600)], "bandpass", fs=SR, output="sos"
+        order,
+        [rng.uniform(*low_cut_hz), rng.uniform(3200, 3600)],
+        "bandpass",
+        fs=SR,
+        output="sos",
     )
     y = scipy.signal.sosfilt(sos, x).astype(np.float32)
     y = soxr.resample(y, SR, 8000)
