@@ -77,6 +77,8 @@ class ModelConfig:
             raise ValueError("pool must be >= 1")
         if self.hop_samples * 1000 > 32 * self.sample_rate:
             raise ValueError(f"hop {self.hop_ms} ms > 32 ms: lower a_stride or pool")
+        if min(self.a_channels, self.b_channels, self.f_hidden) < 1:
+            raise ValueError("a_channels, b_channels and f_hidden must be >= 1")
         if self.b_kernel < 1 or any(d < 1 for d in self.b_dilations) or not self.b_dilations:
             raise ValueError("b_kernel and every b_dilation must be >= 1, and B needs a layer")
         if self.lookahead_frames < 0:

@@ -175,6 +175,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " docs/model.md)",
     )
     p.add_argument(
+        "--b-channels",
+        type=int,
+        metavar="N",
+        help="width of B for a new network (default 64); a fine-tune (--init, or your data"
+        " on the bundled model) keeps its checkpoint's width",
+    )
+    p.add_argument(
         "--p-melody",
         type=float,
         help="share of generated backgrounds that are synthetic music (default 0; the"
@@ -257,6 +264,14 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError("give either --manifest or --speech-dir/--noise-dir, not both")
     cfg = {k: getattr(args, k) for k in _TRAIN_FLAGS}
     cfg["resume"] = not args.no_resume
+    if args.b_channels is not None:
+        if args.init != "scratch" and (args.init or args.manifest or args.speech_dir):
+            raise InvalidInputError(
+                "--b-channels sets a new network's width; a fine-tune keeps its checkpoint's"
+            )
+        if args.b_channels < 1:
+            raise InvalidInputError(f"--b-channels must be >= 1, got {args.b_channels}")
+        cfg["model"] = {"b_channels": args.b_channels}
     # MixConfig checks the ranges.
     cfg["mix"] = {k: getattr(args, k) for k in MIX_FLAGS if getattr(args, k) is not None}
     final = train.train(cfg)

@@ -95,6 +95,7 @@ def _in_process(work: Path, data: Path) -> dict[str, list[str]]:
         "no_manifest": ["eval", str(work / "nope.csv")],
         "no_file": ["detect"],
         "bad_gate": ["train", "--p-music-gate", "2", "--out", str(work / "t")],
+        "bad_width": ["train", "--init", "m.pt", "--b-channels", "96", "--out", str(work / "t")],
         "bad_phone": ["train", "--telephone-orders", "4", "12", "--out", str(work / "t")],
         "bad_threads": ["detect", wav, "--threads", "0"],
     }
@@ -220,6 +221,7 @@ def test_export_command(runs, work, model):
         ("no_manifest", ["manifest not found"]),
         ("no_file", ["required", "file"]),
         ("bad_gate", ["p_music_gate must be in [0, 1], got 2.0"]),
+        ("bad_width", ["--b-channels sets a new network's width"]),
         ("bad_phone", ["telephone_orders must be 1 to 10", "(4, 12)"]),
         ("bad_threads", ["--threads must be >= 1, got 0"]),
     ],

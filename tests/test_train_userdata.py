@@ -84,6 +84,21 @@ def test_a_folder_of_nothing_usable_is_one_clear_error(tmp_path, data_dir):
         folder_clips(tmp_path, "noise")
 
 
+def test_cli_b_channels_sets_a_new_networks_width(tmp_path, folders):
+    """`--b-channels` reaches the network of a run from scratch, and its checkpoint."""
+    from vadnet.model.checkpoint import load_model
+    from vadnet.service.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--init", "scratch", "--b-channels", "8", "--speech-dir",
+               str(folders / "speech"), "--noise-dir", str(folders / "noise"), "--out", str(out),
+               "--cache", str(tmp_path / "none"), "--epochs", "1", "--steps-per-epoch", "1",
+               "--batch-size", "2", "--workers", "0", "--dev-examples", "4",
+               "--calibration-examples", "4"])  # fmt: skip
+    assert rc == 0
+    assert load_model(out / "vadnet.pt").cfg.b_channels == 8
+
+
 def test_cli_fine_tune_goes_on_past_bad_files_and_reports(tmp_path, folders, caplog):
     """`vadnet train --speech-dir --noise-dir` from the bundled model, with no cache."""
     from vadnet.service.cli import main
