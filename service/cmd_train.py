@@ -12,7 +12,7 @@ from vadnet.model.errors import InvalidInputError
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "user_share", "init", "seed", "epochs",
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "calibration_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
-                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "ema_decay", "grow_b_dilations")  # fmt: skip
+                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "ema_decay", "grow_b_dilations", "smoothness_weight")  # fmt: skip
 MIX_FLAGS = (
     "p_melody",
     "p_music_gate",
@@ -30,7 +30,8 @@ DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "user_share
             "batch_size": 32, "workers": 2, "dev_examples": 400, "calibration_examples": 2000, "lr": 3e-3,
             "calibration_max_false_alarm": 0.005, "hard_negative_fraction": 0.0,
             "hard_negative_weight": 1.0, "far_negative_fraction": 0.0, "far_negative_margin_ms": 250.0,
-            "replay_fraction": 0.0, "replay_buffer": 256, "ema_decay": 0.0, "grow_b_dilations": ()}  # fmt: skip
+            "replay_fraction": 0.0, "replay_buffer": 256, "ema_decay": 0.0, "grow_b_dilations": (),
+            "smoothness_weight": 0.0}  # fmt: skip
 
 
 EPILOG = """\
@@ -138,6 +139,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=defaults["far_negative_margin_ms"],
         metavar="MS",
         help="how far from speech a far negative is (default %(default)s)",
+    )
+    p.add_argument(
+        "--smoothness-weight",
+        type=float,
+        default=defaults["smoothness_weight"],
+        metavar="WEIGHT",
+        help="penalise frame-to-frame changes of the output where the label does not change"
+        " (default %(default)s: off; see TrainConfig.smoothness_weight)",
     )
     p.add_argument(
         "--replay-fraction",
@@ -269,8 +278,6 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInputError(
                 "--b-channels sets a new network's width; a fine-tune keeps its checkpoint's"
             )
-        if args.b_channels < 1:
-            raise InvalidInputError(f"--b-channels must be >= 1, got {args.b_channels}")
         cfg["model"] = {"b_channels": args.b_channels}
     # MixConfig checks the ranges.
     cfg["mix"] = {k: getattr(args, k) for k in MIX_FLAGS if getattr(args, k) is not None}

@@ -97,6 +97,8 @@ def _in_process(work: Path, data: Path) -> dict[str, list[str]]:
         "bad_gate": ["train", "--p-music-gate", "2", "--out", str(work / "t")],
         "bad_width": ["train", "--init", "m.pt", "--b-channels", "96", "--out", str(work / "t")],
         "bad_phone": ["train", "--telephone-orders", "4", "12", "--out", str(work / "t")],
+        "zero_width": ["train", "--b-channels", "0", "--out", str(work / "t")],
+        "bad_smooth": ["train", "--smoothness-weight", "-1", "--out", str(work / "t")],
         "bad_threads": ["detect", wav, "--threads", "0"],
     }
 
@@ -223,6 +225,8 @@ def test_export_command(runs, work, model):
         ("bad_gate", ["p_music_gate must be in [0, 1], got 2.0"]),
         ("bad_width", ["--b-channels sets a new network's width"]),
         ("bad_phone", ["telephone_orders must be 1 to 10", "(4, 12)"]),
+        ("zero_width", ["model options", "b_channels", ">= 1"]),
+        ("bad_smooth", ["smoothness_weight must be >= 0, got -1.0"]),
         ("bad_threads", ["--threads must be >= 1, got 0"]),
     ],
 )

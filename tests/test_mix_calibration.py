@@ -208,6 +208,43 @@ def test_far_negatives_are_mined_only_away_from_speech():
     assert x.grad[0, 5] > 0 and torch.count_nonzero(x.grad) == 1
 
 
+def test_smoothness_counts_only_where_the_label_holds():
+    """The term is the mean |P(t) - P(t-1)| over neighbouring frames with the same label:
+    the jump across the speech edge (frames 1-2) and the pairs touching the ignored frame
+    are left out, and its gradient pulls the lone spike (frame 4) toward its neighbours."""
+    from vadnet.model.training.labels import IGNORE
+    from vadnet.model.training.train import frame_loss, label_steady_change
+
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, IGNORE, 0.0]])
+    logits = torch.tensor([[3.0, 2.0, -3.0, -3.0, 2.0, -3.0, 5.0, -3.0]])
+    p = torch.sigmoid(logits)[0]
+    # steady pairs: (0,1), (2,3), (3,4), (4,5); (1,2) crosses the edge, (5,6), (6,7) the ignore
+    want = torch.stack([p[1] - p[0], p[3] - p[2], p[4] - p[3], p[5] - p[4]]).abs().mean()
+    assert torch.allclose(label_steady_change(logits, labels), want)
+    plain = frame_loss(logits, labels)
+    assert torch.allclose(frame_loss(logits, labels, smoothness_weight=0.5), plain + 0.5 * want)
+    x = logits.clone().requires_grad_(True)
+    label_steady_change(x, labels).backward()
+    assert x.grad[0, 4] > 0 and x.grad[0, 6] == 0  # the spike goes down; ignored is untouched
+    # no steady pair (one frame, or every pair ignored or crossing): zero, not NaN
+    assert label_steady_change(logits[:, :1], labels[:, :1]) == 0
+    assert label_steady_change(logits[:, 5:7], labels[:, 5:7]) == 0
+
+
+def test_smoothness_and_model_options_are_checked():
+    from vadnet.model.errors import InvalidInputError
+    from vadnet.model.training.train import TrainConfig
+
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(InvalidInputError, match="smoothness_weight must be >= 0"):
+            TrainConfig(smoothness_weight=bad)
+    # the network's own checks run before any data loads, for every caller
+    with pytest.raises(InvalidInputError, match="b_channels"):
+        TrainConfig(model={"b_channels": 0})
+    with pytest.raises(InvalidInputError, match="model options"):
+        TrainConfig(model={"no_such_option": 1})
+
+
 def test_far_negative_options_are_checked():
     from vadnet.model.errors import InvalidInputError
     from vadnet.model.training.train import TrainConfig

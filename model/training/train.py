@@ -144,6 +144,13 @@ class TrainConfig:
     # late as Silero's. Both terms at once (v37) behaved like plain mining alone.
     far_negative_fraction: float = 0.0
     far_negative_margin_ms: float = 250.0
+    # Smoothness: ``smoothness_weight`` times the mean |P(t) - P(t-1)| over neighbouring
+    # frames whose labels agree (both speech or both non-speech, neither ignored). Why: on
+    # the real-use scenes v47's speech-free false alarms are many short runs (126 on scene
+    # set 101, Silero's 8), and speech the label calls continuous is missed in pieces.
+    # Where the label does not change, neither should the output; across a label edge the
+    # output is free to jump, so onsets are not slowed. 0 turns it off.
+    smoothness_weight: float = 0.0
     # Hard-example replay (model/training/replay.py): from each batch the ``replay_fraction`` of its
     # fresh mixtures whose frames more than ``far_negative_margin_ms`` from speech the model
     # likes most are kept (the newest ``replay_buffer``, 256 x 6 s = 98 MB), and make up
@@ -181,6 +188,8 @@ class TrainConfig:
             raise InvalidInputError(
                 "far_negative_fraction must be in [0, 1] and far_negative_margin_ms >= 0"
             )
+        if not self.smoothness_weight >= 0:  # also rejects NaN
+            raise InvalidInputError(f"smoothness_weight must be >= 0, got {self.smoothness_weight}")
         if not 0.0 < self.user_share <= 1.0:
             raise InvalidInputError(
                 f"user_share must be in (0, 1] (1: your data alone), got {self.user_share}"
@@ -188,6 +197,10 @@ class TrainConfig:
         HardExampleReplay.check(self.replay_fraction, self.replay_buffer)
         WeightAverage.check(self.ema_decay)
         self.grow_b_dilations = check_dilations(self.grow_b_dilations)  # fail before data loads
+        try:  # the network's own checks (widths, hop), also before data loads
+            ModelConfig(**self.model)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"model options: {e}") from e
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -435,15 +448,19 @@ def frame_loss(
     weight: float = 1.0,
     far_negative_fraction: float = 0.0,
     margin_frames: int = 0,
+    smoothness_weight: float = 0.0,
 ) -> Tensor:
     """Mean BCE over the frames ``(B, frames)`` that count, plus ``weight`` times the mean
     BCE of the hardest ``hard_negative_fraction`` of the non-speech frames, plus ``weight``
     times that of the hardest ``far_negative_fraction`` of the non-speech frames more than
-    ``margin_frames`` from any speech or ignored frame (see TrainConfig). Frames labelled
-    ``labels.IGNORE`` (buried speech) do not count."""
+    ``margin_frames`` from any speech or ignored frame, plus ``smoothness_weight`` times
+    :func:`label_steady_change` (see TrainConfig). Frames labelled ``labels.IGNORE``
+    (buried speech) do not count."""
     counts = labels >= 0
     per_frame = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0), reduction="none")
     loss = per_frame[counts].mean()
+    if smoothness_weight > 0:
+        loss = loss + smoothness_weight * label_steady_change(logits, labels)
     if weight <= 0:
         return loss
     negative = counts & (labels < 0.5)
@@ -452,6 +469,15 @@ def frame_loss(
         far = far_from_speech(labels, margin_frames)
         loss = loss + weight * _hardest(per_frame[far], far_negative_fraction)
     return loss
+
+
+def label_steady_change(logits: Tensor, labels: Tensor) -> Tensor:
+    """(B, frames) logits and labels -> scalar: the mean |P(t) - P(t-1)| over the pairs of
+    neighbouring frames that count and carry the same label; 0 when there is no such pair."""
+    probs = torch.sigmoid(logits)
+    steady = (labels[:, 1:] >= 0) & (labels[:, :-1] >= 0) & (labels[:, 1:] == labels[:, :-1])
+    change = (probs[:, 1:] - probs[:, :-1]).abs()[steady]
+    return change.mean() if change.numel() else logits.new_zeros(())
 
 
 def far_from_speech(labels: Tensor, margin_frames: int) -> Tensor:
@@ -557,6 +583,7 @@ def train(cfg: TrainConfig | dict) -> Path:
                 cfg.hard_negative_weight,
                 cfg.far_negative_fraction,
                 margin_frames,
+                cfg.smoothness_weight,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
