@@ -149,7 +149,10 @@ class TrainConfig:
     # the real-use scenes v47's speech-free false alarms are many short runs (126 on scene
     # set 101, Silero's 8), and speech the label calls continuous is missed in pieces.
     # Where the label does not change, neither should the output; across a label edge the
-    # output is free to jump, so onsets are not slowed. 0 turns it off.
+    # output is free to jump, so onsets are not slowed. 0 turns it off. Off in the bundled
+    # recipe: at 4 on its stage 2 (v51) both seeds made fewer but longer error runs, not
+    # fewer errors, and scored lower on the real-use scenes than the same recipe without it
+    # (AUC -0.0005 and -0.0022, F1 -0.003 and -0.007; docs/experiments.md).
     smoothness_weight: float = 0.0
     # Hard-example replay (model/training/replay.py): from each batch the ``replay_fraction`` of its
     # fresh mixtures whose frames more than ``far_negative_margin_ms`` from speech the model
