@@ -14,6 +14,7 @@ _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "
                 "calibration_max_false_alarm", "hard_negative_fraction",
                 "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "ema_decay", "grow_b_dilations", "smoothness_weight")  # fmt: skip
 MIX_FLAGS = (
+    "p_no_speech",
     "p_melody",
     "p_music_gate",
     "p_telephone",
@@ -201,6 +202,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="share of recorded music backgrounds cut by a rhythmic gate (default 0; the"
         " bundled model's second stage uses 0.3, see docs/model.md)",
+    )
+    p.add_argument(
+        "--p-no-speech",
+        type=float,
+        help="share of training mixtures with no speech at all (default 0.5: they teach the"
+        " false-alarm side; the dev set keeps 0.3)",
     )
     p.add_argument(
         "--p-telephone",

@@ -384,6 +384,22 @@ def test_speech_weighting_shares_draws_by_source_or_by_root_of_its_audio():
         MixConfig(speech_weighting="hours")
 
 
+def test_no_speech_share_sets_the_speech_free_mixtures():
+    """``p_no_speech`` is the share of mixtures without a word in them (0 and 1 are the
+    ends), and it is range-checked like the other shares."""
+    from vadnet.model.errors import InvalidInputError
+
+    rng = np.random.default_rng(0)
+    speech = _Clips([{"source": "asterisk-en", "speaker": "a"}], length=62 * 256)
+    noise = _Clips([{"source": "m1", "kind": "music"}])
+    for p, lo, hi in ((0.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.5, 0.35, 0.65)):
+        mixer = Mixer(speech, noise, MixConfig(p_no_speech=p, p_dropout=0.0))
+        with_speech = np.mean([mixer.example(rng)[1].any() for _ in range(60)])
+        assert lo <= with_speech <= hi, (p, with_speech)
+    with pytest.raises(InvalidInputError, match="p_no_speech must be in"):
+        MixConfig(p_no_speech=1.5)
+
+
 def test_telephone_channel_options_are_checked():
     from vadnet.model.errors import InvalidInputError
 

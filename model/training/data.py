@@ -105,7 +105,7 @@ class MixConfig:
                 "telephone_low_cut_hz must be (low, high) with 50 <= low <= high <= 1000 Hz,"
                 f" got {self.telephone_low_cut_hz}"
             )
-        for name in ("p_melody", "p_music_gate", "p_telephone"):
+        for name in ("p_no_speech", "p_melody", "p_music_gate", "p_telephone"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise InvalidInputError(f"{name} must be in [0, 1], got {value}")
