@@ -20,6 +20,9 @@ MIX_FLAGS = (
     "p_telephone",
     "telephone_orders",
     "telephone_low_cut_hz",
+    "p_band_limit",
+    "band_low_hz",
+    "band_high_hz",
     "buried_snr_db",
     "speech_weighting",
 )  # MixConfig fields that have a flag
@@ -222,13 +225,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Butterworth orders the telephone band-pass is drawn from (default 4; higher"
         " is a steeper skirt, as on a real line)",
     )
+    _hz_range(p, "--telephone-low-cut-hz", "the telephone band-pass's low edge", "200 400")
     p.add_argument(
-        "--telephone-low-cut-hz",
+        "--p-band-limit",
         type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="range of the telephone band-pass's low edge in Hz (default 200 400)",
+        help="share of mixtures put through a steep band-pass, as a handset or a small"
+        " loudspeaker would (default 0)",
     )
+    _hz_range(p, "--band-low-hz", "that band-pass's low edge", "100 450")
+    _hz_range(p, "--band-high-hz", "its high edge", "3000 7000")
     p.add_argument(
         "--buried-snr-db",
         type=float,
@@ -244,6 +249,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " see docs/model.md)",
     )
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+
+
+def _hz_range(p: argparse.ArgumentParser, flag: str, what: str, default: str) -> None:
+    """A flag taking a (low, high) range in Hz that a filter's edge is drawn from."""
+    p.add_argument(
+        flag,
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help=f"range of {what} in Hz (default {default})",
+    )
 
 
 def _cap(text: str) -> float | None:

@@ -435,3 +435,50 @@ def test_telephone_order_sets_the_skirt_and_one_order_draws_nothing_extra():
     augment.telephone(c, hum, (4, 6, 8))
     augment.telephone(d, hum)
     assert c.random() != d.random()  # several orders: one more draw
+
+
+def _band_level(y: np.ndarray, lo: float, hi: float) -> float:
+    spectrum = np.abs(np.fft.rfft(y[4000:-4000])) ** 2
+    hz = np.fft.rfftfreq(y[4000:-4000].size, 1 / 16000)
+    return float(spectrum[(hz >= lo) & (hz <= hi)].sum())
+
+
+def test_band_limit_keeps_the_band_and_cuts_the_lows_and_highs():
+    """A steep band-pass at 300-3400 Hz: a 1 kHz tone passes, tones at 120 Hz and 6 kHz
+    (a voice's fundamental, a fricative's hiss) are cut at least 25 dB, whichever order."""
+    t = np.arange(32000) / 16000
+    tones = {f: np.sin(2 * np.pi * f * t) for f in (120, 1000, 6000)}
+    x = sum(tones.values()).astype(np.float32)
+    for seed in range(6):  # several draws of the order
+        y = augment.band_limit(np.random.default_rng(seed), x, (300.0, 300.0), (3400.0, 3400.0))
+        kept = _band_level(y, 950, 1050) / _band_level(x, 950, 1050)
+        assert 0.8 < kept < 1.2
+        for f in (120, 6000):
+            assert _band_level(y, f - 50, f + 50) < 10**-2.5 * _band_level(x, f - 50, f + 50)
+
+
+def test_band_limit_share_and_its_checks():
+    """At p_band_limit 1 every mixture loses its lows, and the options are checked."""
+    from vadnet.model.errors import InvalidInputError
+
+    speech = _Clips([{"source": "asterisk-en", "speaker": "a"}], length=62 * 256)
+    noise = _Clips([{"source": "m1", "kind": "music"}])
+    noise.clip = lambda i: np.random.default_rng(i).standard_normal(16000).astype(np.float32)
+    quiet = {
+        "p_eq": 0.0,
+        "p_dc": 0.0,
+        "p_telephone": 0.0,
+        "p_clip": 0.0,
+        "p_silent_background": 0.0,
+    }
+    off = Mixer(speech, noise, MixConfig(**quiet))
+    on = Mixer(speech, noise, MixConfig(**quiet, p_band_limit=1.0, band_low_hz=(400.0, 450.0)))
+    for k in range(5):
+        (x0, _), (x1, _) = (m.example(np.random.default_rng(k)) for m in (off, on))
+        low = _band_level(x1, 20, 200) / _band_level(x1, 1000, 2000)
+        assert low < 0.1 * _band_level(x0, 20, 200) / _band_level(x0, 1000, 2000)
+    with pytest.raises(InvalidInputError, match="band_low_hz and band_high_hz must be"):
+        MixConfig(band_low_hz=(400.0, 3500.0))
+    with pytest.raises(InvalidInputError, match="p_band_limit must be in"):
+        MixConfig(p_band_limit=-0.1)
+    assert MixConfig(band_high_hz=[3000, 4000]).band_high_hz == (3000, 4000)

@@ -257,6 +257,23 @@ def telephone(
     return soxr.resample(y, 8000, SR)[: x.size].astype(np.float32)
 
 
+BAND_LIMIT_ORDERS = (4, 6, 8)  # steep skirts, as a real device's; 2 leaves much of the band
+
+
+def band_limit(
+    rng: np.random.Generator,
+    x: np.ndarray,
+    low_hz: tuple[float, float] = (100.0, 450.0),
+    high_hz: tuple[float, float] = (3000.0, 7000.0),
+) -> np.ndarray:
+    """A steep Butterworth band-pass, order drawn from ``BAND_LIMIT_ORDERS`` and edges from
+    ``low_hz`` and ``high_hz``: what a handset, a headset or a small loudspeaker passes."""
+    order = int(BAND_LIMIT_ORDERS[rng.integers(len(BAND_LIMIT_ORDERS))])
+    edges = [rng.uniform(*low_hz), rng.uniform(*high_hz)]
+    sos = scipy.signal.butter(order, edges, "bandpass", fs=SR, output="sos")
+    return scipy.signal.sosfilt(sos, x).astype(np.float32)
+
+
 def random_eq(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     """One to three random peaking/shelving-like filters (+-12 dB)."""
     for _ in range(rng.integers(1, 4)):
