@@ -242,16 +242,7 @@ def telephone(
     ``low_cut_hz`` the range of the low edge. With one order nothing is drawn for it, so
     the default keeps the random stream (and the dev clips) of the recipes before it.
     """
-    order = orders[0] if len(orders) == 1 else int(orders[rng.integers(len(orders))])
-    sos = scipy.signal.butter(
-        order,
-        [rng.uniform(*low_cut_hz), rng.uniform(3200, 3600)],
-        "bandpass",
-        fs=SR,
-        output="sos",
-    )
-    y = scipy.signal.sosfilt(sos, x).astype(np.float32)
-    y = soxr.resample(y, SR, 8000)
+    y = soxr.resample(band_limit(rng, x, low_cut_hz, (3200.0, 3600.0), orders), SR, 8000)
     if rng.random() < 0.7:
         y = mulaw(y)
     return soxr.resample(y, 8000, SR)[: x.size].astype(np.float32)
@@ -265,10 +256,12 @@ def band_limit(
     x: np.ndarray,
     low_hz: tuple[float, float] = (100.0, 450.0),
     high_hz: tuple[float, float] = (3000.0, 7000.0),
+    orders: tuple[int, ...] = BAND_LIMIT_ORDERS,
 ) -> np.ndarray:
-    """A steep Butterworth band-pass, order drawn from ``BAND_LIMIT_ORDERS`` and edges from
-    ``low_hz`` and ``high_hz``: what a handset, a headset or a small loudspeaker passes."""
-    order = int(BAND_LIMIT_ORDERS[rng.integers(len(BAND_LIMIT_ORDERS))])
+    """A Butterworth band-pass, order drawn from ``orders`` (one order draws nothing) and
+    edges from ``low_hz`` and ``high_hz``: what a handset, a headset or a small loudspeaker
+    passes, and the first step of ``telephone``."""
+    order = orders[0] if len(orders) == 1 else int(orders[rng.integers(len(orders))])
     edges = [rng.uniform(*low_hz), rng.uniform(*high_hz)]
     sos = scipy.signal.butter(order, edges, "bandpass", fs=SR, output="sos")
     return scipy.signal.sosfilt(sos, x).astype(np.float32)
