@@ -102,7 +102,37 @@ def test_realworld_runs_end_to_end_on_a_tiny_cache(tmp_path, data_dir):
         assert s["auc_interval"][0] <= s["auc"] + 1e-3 and s["auc"] - 1e-3 <= s["auc_interval"][1]
     lo, hi = res["vadnet_minus_silero"]["interval"]
     assert lo <= hi
-    assert (tmp_path / "rw.md").read_text().startswith("# Real-use scenes")
+    for name, s in res["systems"].items():  # the tiny cache has wideband talkers at clean/20 dB
+        assert 0.0 <= s["miss_wideband_speech"] <= 1.0, name
+        assert 0.0 <= s["miss_through_phone_line"] <= 1.0, name
+    md = (tmp_path / "rw.md").read_text()
+    assert md.startswith("# Real-use scenes")
+    assert "through a 300-3400 Hz phone line" in md
+
+
+def test_phone_line_takes_the_wideband_talkers_and_cuts_what_a_line_cannot_carry():
+    from _scenes import Scene
+    from realworld import phone_line_scenes, through_phone_line
+
+    n = 16_000 * 2
+    t = np.arange(n) / 16_000
+    tones = (0.2 * np.sin(2 * np.pi * 120 * t) + 0.2 * np.sin(2 * np.pi * 1000 * t)).astype(
+        np.float32
+    )
+    truth = np.ones(n // 160, np.uint8)
+
+    def scene(group, band, snr):
+        return Scene(f"{group}-{band}-{snr}", tones, truth, group, "none", snr, band, "")
+
+    scenes = [scene("a", "wideband", "clean"), scene("a", "telephone", "clean"),
+              scene("a", "wideband", "10"), scene("", "wideband", "-"), scene("b", "wideband", "20")]  # fmt: skip
+    assert phone_line_scenes(scenes) == [0, 4]
+    (out,) = through_phone_line([scenes[0]])
+    assert out.truth is truth and out.audio.shape == tones.shape and out.band == "telephone"
+    spec = np.abs(np.fft.rfft(out.audio[4000:-4000]))
+    freqs = np.fft.rfftfreq(n - 8000, 1 / 16_000)
+    at = {f: spec[np.argmin(np.abs(freqs - f))] for f in (120, 1000)}
+    assert at[120] < at[1000] * 10 ** (-30 / 20)  # the line's 300 Hz skirt: 120 Hz is >= 30 dB down
 
 
 def test_training_never_reads_the_benchmark_scenes():
