@@ -170,8 +170,6 @@ def summarise(
     for name in names:
         t, p = pooled(frames, name, everything)
         tf, pf = pooled(frames, name, free) if free else (np.zeros(0), np.zeros(0))
-        tc, pc = pooled(frames, name, clean) if clean else (np.zeros(0), np.zeros(0))
-        speech_clean = pc[tc > 0]
         conditions = {
             "band": {
                 b: _auc_of(frames, name, [i for i, s in enumerate(scenes) if s.band == b])
@@ -192,9 +190,7 @@ def summarise(
             "auc_interval": interval(boots[name]),
             "f1": f1(t, p >= THRESHOLD),
             "false_alarm_speech_free": float((pf >= THRESHOLD).mean()) if pf.size else None,
-            "miss_clean_speech": float((speech_clean < THRESHOLD).mean())
-            if speech_clean.size
-            else None,
+            "miss_clean_speech": _miss(frames, name, clean),
             "conditions": conditions,
             "per_scene_auc": [_auc_of(frames, name, [i]) for i in everything],
             # the same speech frames, wideband as recorded and through the phone line
