@@ -230,7 +230,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--p-band-limit",
         type=float,
         help="share of mixtures put through a steep band-pass, as a handset or a small"
-        " loudspeaker would (default 0)",
+        " loudspeaker would (default 0; the bundled recipe: 0.25 in both stages)",
     )
     _hz_range(p, "--band-low-hz", "that band-pass's low edge", "100 450")
     _hz_range(p, "--band-high-hz", "its high edge", "3000 7000")

@@ -85,10 +85,10 @@ class MixConfig:
     # edges drawn from band_low_hz and band_high_hz): a handset, a headset, a small
     # loudspeaker, wideband VoIP. v47 leant on the voice's lows and highs together: a
     # 6th-order 300-3400 Hz phone band made it miss 10 % of clean and 20 dB wideband
-    # talkers' frames (Silero 3 %), either cut alone about 4 %. 0 in the dev protocol and
-    # in the bundled recipe: at 0.25 in stage 2 alone (v53) that gap stayed, since A is
-    # learned in stage 1; in both stages (v54) it fell to 6 % over two seeds, at a cost of
-    # 0.002 AUC on wideband scenes, so it is not bundled yet (docs/experiments.md).
+    # talkers' frames (Silero 3 %), either cut alone about 4 %. 0 in the dev protocol; 0.25
+    # in both stages of the bundled recipe (v54): in stage 2 alone (v53) that gap stayed,
+    # since A is learned in stage 1; in both stages it fell to 6 % over three seeds, at a
+    # cost of 0.001 AUC per wideband speech scene (docs/experiments.md).
     p_band_limit: float = 0.0
     band_low_hz: tuple[float, float] = (100.0, 450.0)
     band_high_hz: tuple[float, float] = (3000.0, 7000.0)

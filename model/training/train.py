@@ -1,9 +1,10 @@
 """Training loop: read it top to bottom.
 
-    vadnet train --out runs/stage1 --speech-weighting sqrt_hours   # the bundled model, stage 1
+    vadnet train --out runs/stage1 --speech-weighting sqrt_hours \
+        --p-band-limit 0.25                                         # the bundled model, stage 1
     vadnet train --init runs/stage1/best.pt --out runs/bundled --epochs 20 --lr 2e-3 \
         --far-negative-fraction 0.05 --replay-fraction 0.25 --p-melody 0.5 \
-        --p-music-gate 0.3 --grow-b 32 64 128 \
+        --p-music-gate 0.3 --grow-b 32 64 128 --p-band-limit 0.25 \
         --speech-weighting sqrt_hours                               # stage 2 (docs/model.md)
     vadnet train --speech-dir my/speech --noise-dir my/noise       # fine-tune on your mixes
     vadnet train --manifest my/labels.csv                          # fine-tune on labelled audio
