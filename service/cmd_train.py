@@ -15,6 +15,7 @@ _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "
                 "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "ema_decay", "grow_b_dilations", "smoothness_weight")  # fmt: skip
 MIX_FLAGS = (
     "p_no_speech",
+    "p_synthetic",
     "p_melody",
     "p_music_gate",
     "p_telephone",
@@ -211,6 +212,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="share of training mixtures with no speech at all (default 0.5: they teach the"
         " false-alarm side; the dev set keeps 0.3)",
+    )
+    p.add_argument(
+        "--p-synthetic",
+        type=float,
+        help="share of speech draws from synthetic voices when both kinds are present"
+        " (default 0.25: they add languages; real speech decides quality)",
     )
     p.add_argument(
         "--p-telephone",

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from vadnet.model.errors import InvalidInputError
 from vadnet.model.network import ModelConfig, VadNet
 from vadnet.model.training import augment
 from vadnet.model.training.data import MixConfig, Mixer
@@ -232,7 +233,6 @@ def test_smoothness_counts_only_where_the_label_holds():
 
 
 def test_smoothness_and_model_options_are_checked():
-    from vadnet.model.errors import InvalidInputError
     from vadnet.model.training.train import TrainConfig
 
     for bad in (-0.1, float("nan")):
@@ -246,7 +246,6 @@ def test_smoothness_and_model_options_are_checked():
 
 
 def test_far_negative_options_are_checked():
-    from vadnet.model.errors import InvalidInputError
     from vadnet.model.training.train import TrainConfig
 
     with pytest.raises(InvalidInputError, match="far_negative_fraction"):
@@ -256,7 +255,6 @@ def test_far_negative_options_are_checked():
 
 
 def test_hard_negative_options_are_checked():
-    from vadnet.model.errors import InvalidInputError
     from vadnet.model.training.train import TrainConfig
 
     with pytest.raises(InvalidInputError, match="hard_negative_fraction"):
@@ -266,7 +264,6 @@ def test_hard_negative_options_are_checked():
 
 
 def test_p_melody_is_checked_where_the_mix_is_made():
-    from vadnet.model.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="p_melody"):
         MixConfig(p_melody=1.5)
@@ -338,7 +335,6 @@ def test_edge_overhang_counts_speech_called_past_each_labelled_edge():
     """Late frames: non-speech after an offset called speech, per offset; early: before
     an onset, per onset. Each non-speech frame goes to its nearer speech frame, and only
     frames within the window count."""
-    from vadnet.model.errors import InvalidInputError
     from vadnet.model.training.metrics import edge_overhang
 
     labels = np.array([[0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]], float)
@@ -376,6 +372,17 @@ def _speech_shares(weighting, draws=6000):
     return np.mean([speech.clips[mixer._pick_speech(rng)]["source"] == "big" for _ in range(draws)])
 
 
+def test_p_synthetic_is_the_share_of_synthetic_speech_draws():
+    speech = _Clips([{"source": "espeak-ng"}, {"source": "tuxpaint"}])
+    rng = np.random.default_rng(0)
+    for p in (0.0, 0.1, 0.6):
+        mixer = Mixer(speech, None, MixConfig(p_synthetic=p))
+        picks = [mixer._pick_speech(rng) for _ in range(4000)]
+        assert abs(np.mean(picks) - (1 - p)) < 0.03  # clip 1 is the real one
+    with pytest.raises(InvalidInputError, match=r"p_synthetic must be in \[0, 1\], got 1.5"):
+        MixConfig(p_synthetic=1.5)
+
+
 def test_speech_weighting_shares_draws_by_source_or_by_root_of_its_audio():
     # 'big' holds 9 units of audio, 'small' 2: uniform 1/2, square root 3 / (3 + sqrt 2).
     assert abs(_speech_shares("uniform") - 0.5) < 0.03
@@ -387,7 +394,6 @@ def test_speech_weighting_shares_draws_by_source_or_by_root_of_its_audio():
 def test_no_speech_share_sets_the_speech_free_mixtures():
     """``p_no_speech`` is the share of mixtures without a word in them (0 and 1 are the
     ends), and it is range-checked like the other shares."""
-    from vadnet.model.errors import InvalidInputError
 
     rng = np.random.default_rng(0)
     speech = _Clips([{"source": "asterisk-en", "speaker": "a"}], length=62 * 256)
@@ -401,7 +407,6 @@ def test_no_speech_share_sets_the_speech_free_mixtures():
 
 
 def test_telephone_channel_options_are_checked():
-    from vadnet.model.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="telephone_orders must be 1 to 10"):
         MixConfig(telephone_orders=(4, 0))
@@ -459,7 +464,6 @@ def test_band_limit_keeps_the_band_and_cuts_the_lows_and_highs():
 
 def test_band_limit_share_and_its_checks():
     """At p_band_limit 1 every mixture loses its lows, and the options are checked."""
-    from vadnet.model.errors import InvalidInputError
 
     speech = _Clips([{"source": "asterisk-en", "speaker": "a"}], length=62 * 256)
     noise = _Clips([{"source": "m1", "kind": "music"}])
