@@ -264,7 +264,6 @@ def test_hard_negative_options_are_checked():
 
 
 def test_p_melody_is_checked_where_the_mix_is_made():
-
     with pytest.raises(InvalidInputError, match="p_melody"):
         MixConfig(p_melody=1.5)
     with pytest.raises(InvalidInputError, match="p_music_gate must be in"):
@@ -394,7 +393,6 @@ def test_speech_weighting_shares_draws_by_source_or_by_root_of_its_audio():
 def test_no_speech_share_sets_the_speech_free_mixtures():
     """``p_no_speech`` is the share of mixtures without a word in them (0 and 1 are the
     ends), and it is range-checked like the other shares."""
-
     rng = np.random.default_rng(0)
     speech = _Clips([{"source": "asterisk-en", "speaker": "a"}], length=62 * 256)
     noise = _Clips([{"source": "m1", "kind": "music"}])
@@ -407,7 +405,6 @@ def test_no_speech_share_sets_the_speech_free_mixtures():
 
 
 def test_telephone_channel_options_are_checked():
-
     with pytest.raises(InvalidInputError, match="telephone_orders must be 1 to 10"):
         MixConfig(telephone_orders=(4, 0))
     with pytest.raises(InvalidInputError, match="telephone_low_cut_hz must be"):
@@ -464,7 +461,6 @@ def test_band_limit_keeps_the_band_and_cuts_the_lows_and_highs():
 
 def test_band_limit_share_and_its_checks():
     """At p_band_limit 1 every mixture loses its lows, and the options are checked."""
-
     speech = _Clips([{"source": "asterisk-en", "speaker": "a"}], length=62 * 256)
     noise = _Clips([{"source": "m1", "kind": "music"}])
     noise.clip = lambda i: np.random.default_rng(i).standard_normal(16000).astype(np.float32)

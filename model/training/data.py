@@ -124,8 +124,15 @@ class MixConfig:
                 f" 20 <= low edges < high edges <= 7900 Hz, got {self.band_low_hz} and"
                 f" {self.band_high_hz}"
             )
-        probabilities = ("p_no_speech", "p_synthetic", "p_melody", "p_music_gate", "p_telephone")
-        for name in (*probabilities, "p_band_limit"):
+        probabilities = (
+            "p_no_speech",
+            "p_synthetic",
+            "p_melody",
+            "p_music_gate",
+            "p_telephone",
+            "p_band_limit",
+        )
+        for name in probabilities:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise InvalidInputError(f"{name} must be in [0, 1], got {value}")
