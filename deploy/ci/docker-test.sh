@@ -14,7 +14,8 @@
 # Environment: FLAVOR (cpu, the default, or cuda: which torch build the image carries, see
 # deploy/ci/wheelhouse.sh), IMAGE (default localhost/vadnet:ci-FLAVOR), STORAGE_DRIVER (overlay; vfs also works),
 # DEBIAN_MIRROR (default: the first URIs of the host's apt sources), KEEP_STORE=DIR (keep the
-# image in DIR instead of a temporary store), VADNET_CACHE (default ~/.cache/vadnet).
+# image in DIR instead of a temporary store), VADNET_CACHE (default ~/.cache/vadnet),
+# BUILD_ISOLATION (the podman build isolations to try in turn; default "chroot chroot oci").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -108,8 +109,26 @@ step "wheelhouse (serving dependencies only, torch for $FLAVOR)"
 FLAVOR=$FLAVOR deploy/ci/wheelhouse.sh build/wheelhouse
 
 step "podman build $IMAGE"
-pm build --pull=never --isolation chroot --format docker --layers=false \
-    -t "$IMAGE" -f Dockerfile . 2>&1 | grep -v '^Copying blob\|^Writing manifest\|^Storing signatures'
+# A CI machine once failed the first RUN step before it ran anything: buildah's chroot
+# isolation re-executes itself from a sealed memfd copy, and the kernel refused the seal
+# ("Close_Fd sealing memfd copy: Device or resource busy"). That is the build tool's
+# environment, not the Dockerfile, so each isolation in BUILD_ISOLATION is tried in turn,
+# chroot twice (the refusal can be transient), then runc's (oci); a Dockerfile error fails
+# all of them and the last log is shown.
+build_ok=
+for isolation in ${BUILD_ISOLATION:-chroot chroot oci}; do
+    echo "podman build --isolation $isolation"
+    if pm build --pull=never --isolation "$isolation" --format docker --layers=false \
+        -t "$IMAGE" -f Dockerfile . > "$WORK/build.log" 2>&1; then
+        build_ok=1
+        break
+    fi
+    grep -v '^Copying blob\|^Writing manifest\|^Storing signatures' "$WORK/build.log" | tail -15
+    echo "podman build --isolation $isolation failed"
+    sleep 5
+done
+[ -n "$build_ok" ] || fail "podman build failed with every isolation in '${BUILD_ISOLATION:-chroot chroot oci}'"
+grep '^\[[0-9]/[0-9]\] STEP\|^STEP\|^COMMIT' "$WORK/build.log" | cut -c1-160
 SIZE=$(pm image inspect --format '{{.Size}}' "$IMAGE")
 echo "image $IMAGE: $SIZE bytes ($((SIZE / 1000000)) MB)"
 BUILD_S=$((SECONDS - T0))
