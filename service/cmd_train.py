@@ -18,6 +18,7 @@ MIX_FLAGS = (
     "p_synthetic",
     "p_melody",
     "p_music_gate",
+    "music_share",
     "p_telephone",
     "telephone_orders",
     "telephone_low_cut_hz",
@@ -206,6 +207,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="share of recorded music backgrounds cut by a rhythmic gate (default 0; the"
         " bundled model's second stage uses 0.3, see docs/model.md)",
+    )
+    p.add_argument(
+        "--music-share",
+        type=float,
+        metavar="SHARE",
+        help="share of recorded backgrounds drawn from music; the rest is split evenly over"
+        " the other kinds (ambient, effects) (default 0.5: music is what VADs most often"
+        " mistake for speech)",
     )
     p.add_argument(
         "--p-no-speech",

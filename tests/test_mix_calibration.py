@@ -48,6 +48,8 @@ def test_music_share_sets_how_often_music_is_drawn():
     assert abs(_music_share(_mixer(music_share=0.8)) - 0.8) < 0.03
     # None: uniform over the three kinds (the dev protocol).
     assert abs(_music_share(_mixer(music_share=None)) - 1 / 3) < 0.03
+    with pytest.raises(InvalidInputError, match=r"music_share must be in \[0, 1\], got -0.1"):
+        MixConfig(music_share=-0.1)
 
 
 def test_speed_off_draws_nothing_extra():

@@ -132,6 +132,8 @@ class MixConfig:
             "p_telephone",
             "p_band_limit",
         )
+        if self.music_share is not None:
+            probabilities += ("music_share",)
         for name in probabilities:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -184,6 +184,14 @@ class TrainConfig:
     mix: dict = field(default_factory=dict)  # MixConfig overrides
 
     def __post_init__(self) -> None:
+        # Counts that must be whole and positive: 0 epochs used to reach the lr schedule and
+        # fail there with "Expected positive integer total_steps".
+        for name in ("epochs", "steps_per_epoch", "batch_size", "dev_examples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.lr > 0:  # also rejects NaN
+            raise InvalidInputError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.hard_negative_fraction <= 1.0 or self.hard_negative_weight < 0:
             raise InvalidInputError(
                 "hard_negative_fraction must be in [0, 1] and hard_negative_weight >= 0"
