@@ -19,6 +19,7 @@ MIX_FLAGS = (
     "p_melody",
     "p_music_gate",
     "music_share",
+    "p_events",
     "p_telephone",
     "telephone_orders",
     "telephone_low_cut_hz",
@@ -215,6 +216,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="share of recorded backgrounds drawn from music; the rest is split evenly over"
         " the other kinds (ambient, effects) (default 0.5: music is what VADs most often"
         " mistake for speech)",
+    )
+    p.add_argument(
+        "--p-events",
+        type=float,
+        help="share of recorded effects and ambient backgrounds laid as isolated sound events"
+        " with quiet gaps (a bark, a door) instead of one clip tiled end to end (default 0)",
     )
     p.add_argument(
         "--p-no-speech",

@@ -484,3 +484,43 @@ def test_band_limit_share_and_its_checks():
     with pytest.raises(InvalidInputError, match="p_band_limit must be in"):
         MixConfig(p_band_limit=-0.1)
     assert MixConfig(band_high_hz=[3000, 4000]).band_high_hz == (3000, 4000)
+
+
+def test_sound_events_are_isolated_with_quiet_gaps():
+    """Each event is a clip (or a <= 3 s excerpt of a long one) at its own level, with gaps
+    far below the events between them; the same seed gives the same track."""
+    n = 20 * 16000
+    clips = [np.ones(8000, np.float32), np.ones(80000, np.float32)]  # 0.5 s and 5 s
+    for seed in range(5):
+        pick = np.random.default_rng(100 + seed)
+        x = augment.sound_events(
+            np.random.default_rng(seed), lambda p=pick: clips[p.integers(2)], n
+        )
+        assert x.shape == (n,) and x.dtype == np.float32
+        loud = np.abs(x) > 0.05  # events are at 1 +- 10 dB, the floor 35-70 dB under
+        assert 0.05 < loud.mean() < 0.95
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, loud.astype(np.int8), 0])))[::2]
+        assert runs.max() <= 3 * 16000 + 1  # the 5 s clip came as an excerpt
+        assert np.abs(x[~loud]).max() < 0.05
+    again = augment.sound_events(np.random.default_rng(0), lambda: clips[0], n)
+    assert np.array_equal(
+        again, augment.sound_events(np.random.default_rng(0), lambda: clips[0], n)
+    )
+
+
+def test_p_events_lays_effects_and_ambient_as_events_never_music():
+    common = {"p_speed": 0.0, "p_two_backgrounds": 0.0}
+    rng = np.random.default_rng(5)
+    sfx = _mixer(music_share=0.0, p_events=1.0, **common)._recorded(rng, 6 * 16000)
+    music = _mixer(music_share=1.0, p_events=1.0, **common)._recorded(rng, 6 * 16000)
+    # the test clips are constant signals: tiled they stay constant, as events they are not
+    assert np.ptp(music) == 0.0
+    assert np.ptp(sfx) > 0.5 and abs(augment.rms(sfx) - 1.0) < 1e-3
+    assert np.mean(np.abs(sfx) < 0.05 * np.abs(sfx).max()) > 0.02  # quiet gaps
+    # off (the dev protocol), the draws are exactly those of a mixer without events
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    _mixer(music_share=0.0, p_events=0.0, **common)._recorded(a, 16000)
+    b.random(), b.integers(2), b.integers(3), b.integers(1), b.integers(0, 1)
+    assert a.random() == b.random()
+    with pytest.raises(InvalidInputError, match=r"p_events must be in \[0, 1\], got 2"):
+        MixConfig(p_events=2)

@@ -72,6 +72,10 @@ class MixConfig:
     # Speech frames whose local SNR is below this many dB are left out of the loss
     # (labels.mark_buried). None: every labelled frame counts, the dev protocol.
     buried_snr_db: float | None = None
+    # Share of recorded effects and ambient backgrounds laid as isolated sound events in a
+    # quiet room (augment.sound_events) instead of one clip tiled end to end. 0 in the dev
+    # protocol.
+    p_events: float = 0.0
     p_two_backgrounds: float = 0.15
     p_silent_background: float = 0.08  # digital or near-digital silence under the speech
     p_telephone: float = 0.2  # 8 kHz + mu-law: call-centre audio
@@ -129,6 +133,7 @@ class MixConfig:
             "p_synthetic",
             "p_melody",
             "p_music_gate",
+            "p_events",
             "p_telephone",
             "p_band_limit",
         )
@@ -231,6 +236,10 @@ class Mixer:
             return augment.generated_noise(rng, n)
         sources = self._pick_kind(rng)
         music = self.music_pool is not None and sources is self.noise_pools[self.music_pool]
+        # Draw only when enabled, so the dev protocol's random stream stays as it was.
+        if not music and self.cfg.p_events and rng.random() < self.cfg.p_events:
+            x = augment.sound_events(rng, lambda: self._clip_of(rng, sources), n)
+            return (x / augment.rms(x)).astype(np.float32)
         clips = sources[rng.integers(len(sources))]
         x = self.noise.clip(clips[rng.integers(len(clips))])
         # Draw only when enabled, so the dev protocol's random stream stays as it was.
@@ -250,6 +259,11 @@ class Mixer:
         if music and self.cfg.p_music_gate and rng.random() < self.cfg.p_music_gate:
             x = augment.rhythmic_gate(rng, x)
         return (x / augment.rms(x)).astype(np.float32) if augment.rms(x) > 1e-5 else x
+
+    def _clip_of(self, rng: np.random.Generator, sources: list[list[int]]) -> np.ndarray:
+        """One clip of one kind: a source, then a clip of it, as ``_recorded`` draws."""
+        clips = sources[rng.integers(len(sources))]
+        return self.noise.clip(clips[rng.integers(len(clips))])
 
     def _generated(self, rng: np.random.Generator, n: int) -> np.ndarray:
         # Draw only when enabled, so the dev protocol's random stream stays as it was.
