@@ -146,11 +146,21 @@ EOF
 # --read-only: what Kubernetes' readOnlyRootFilesystem gives (podman adds a tmpfs /tmp).
 # Without systemd podman cannot schedule the HEALTHCHECK timer and says so (harmless: the
 # check is run below with `podman healthcheck run`); its stderr is shown only on failure.
+# runc re-executes itself from a sealed copy too (see the build above): a refused start is
+# retried once, after removing what it left.
 start_container() {
-    pm run -d --name "$NAME" --read-only \
-        -p "127.0.0.1:$GRPC_PORT:50051" -p "127.0.0.1:$METRICS_PORT:9090" \
-        -e VADNET_DEVICE=cpu -e VADNET_DRAIN_GRACE_S=4 "$IMAGE" > /dev/null 2> "$WORK/run.err" \
-        || fail "podman run: $(cat "$WORK/run.err")"
+    local try
+    for try in 1 2; do
+        if pm run -d --name "$NAME" --read-only \
+            -p "127.0.0.1:$GRPC_PORT:50051" -p "127.0.0.1:$METRICS_PORT:9090" \
+            -e VADNET_DEVICE=cpu -e VADNET_DRAIN_GRACE_S=4 "$IMAGE" > /dev/null 2> "$WORK/run.err"; then
+            return 0
+        fi
+        echo "podman run (try $try): $(tail -3 "$WORK/run.err")"
+        pm rm -f -t 0 "$NAME" > /dev/null 2>&1 || true
+        sleep 5
+    done
+    fail "podman run: $(cat "$WORK/run.err")"
 }
 start_container
 SERVER=127.0.0.1:$GRPC_PORT
