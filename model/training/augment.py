@@ -7,6 +7,7 @@ from the ``rng`` they are given, so a mixture is a pure function of its seed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -309,7 +310,7 @@ def rhythmic_gate(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def sound_events(
     rng: np.random.Generator,
-    draw_clip,
+    draw_clip: Callable[[], np.ndarray],
     n: int,
     gap_s: tuple[float, float] = (0.1, 4.0),
     max_event_s: float = 3.0,
