@@ -115,8 +115,9 @@ step "podman build $IMAGE"
 # environment, not the Dockerfile, so each isolation in BUILD_ISOLATION is tried in turn,
 # chroot twice (the refusal can be transient), then runc's (oci); a Dockerfile error fails
 # all of them and the last log is shown.
+ISOLATIONS=${BUILD_ISOLATION:-chroot chroot oci}
 build_ok=
-for isolation in ${BUILD_ISOLATION:-chroot chroot oci}; do
+for isolation in $ISOLATIONS; do
     echo "podman build --isolation $isolation"
     if pm build --pull=never --isolation "$isolation" --format docker --layers=false \
         -t "$IMAGE" -f Dockerfile . > "$WORK/build.log" 2>&1; then
@@ -127,7 +128,7 @@ for isolation in ${BUILD_ISOLATION:-chroot chroot oci}; do
     echo "podman build --isolation $isolation failed"
     sleep 5
 done
-[ -n "$build_ok" ] || fail "podman build failed with every isolation in '${BUILD_ISOLATION:-chroot chroot oci}'"
+[ -n "$build_ok" ] || fail "podman build failed with every isolation in '$ISOLATIONS'"
 grep '^\[[0-9]/[0-9]\] STEP\|^STEP\|^COMMIT' "$WORK/build.log" | cut -c1-160
 SIZE=$(pm image inspect --format '{{.Size}}' "$IMAGE")
 echo "image $IMAGE: $SIZE bytes ($((SIZE / 1000000)) MB)"

@@ -243,8 +243,7 @@ class Mixer:
         if not music and self.cfg.p_events and rng.random() < self.cfg.p_events:
             x = augment.sound_events(rng, lambda: self._clip_of(rng, sources), n)
             return (x / augment.rms(x)).astype(np.float32)
-        clips = sources[rng.integers(len(sources))]
-        x = self.noise.clip(clips[rng.integers(len(clips))])
+        x = self._clip_of(rng, sources)
         # Draw only when enabled, so the dev protocol's random stream stays as it was.
         speed = (
             rng.uniform(*self.cfg.speed)
@@ -264,7 +263,7 @@ class Mixer:
         return (x / augment.rms(x)).astype(np.float32) if augment.rms(x) > 1e-5 else x
 
     def _clip_of(self, rng: np.random.Generator, sources: list[list[int]]) -> np.ndarray:
-        """One clip of one kind: a source, then a clip of it, as ``_recorded`` draws."""
+        """One clip of one kind: a source of it, then a clip of that source."""
         clips = sources[rng.integers(len(sources))]
         return self.noise.clip(clips[rng.integers(len(clips))])
 
