@@ -29,6 +29,12 @@ MIX_FLAGS = (
     "buried_snr_db",
     "speech_weighting",
 )  # MixConfig fields that have a flag
+# ModelConfig fields that size a new network: (field, what it is, its default).
+SIZE_FLAGS = (
+    ("a_channels", "number of A's filters", 64),
+    ("b_channels", "width of B", 64),
+    ("f_hidden", "width of F's hidden layer", 64),
+)
 
 
 # TrainConfig's defaults, repeated here so `vadnet --help` does not import torch and scipy;
@@ -190,13 +196,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " of context (the bundled model's second stage grows 32 64 128: 8 s; see"
         " docs/model.md)",
     )
-    p.add_argument(
-        "--b-channels",
-        type=int,
-        metavar="N",
-        help="width of B for a new network (default 64); a fine-tune (--init, or your data"
-        " on the bundled model) keeps its checkpoint's width",
-    )
+    for name, what, default in SIZE_FLAGS:
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            metavar="N",
+            help=f"{what} for a new network (default {default}); a fine-tune (--init, or your"
+            " data on the bundled model) keeps its checkpoint's",
+        )
     p.add_argument(
         "--p-melody",
         type=float,
@@ -319,12 +326,14 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError("give either --manifest or --speech-dir/--noise-dir, not both")
     cfg = {k: getattr(args, k) for k in _TRAIN_FLAGS}
     cfg["resume"] = not args.no_resume
-    if args.b_channels is not None:
+    sizes = {k: getattr(args, k) for k, _, _ in SIZE_FLAGS if getattr(args, k) is not None}
+    if sizes:
         if args.init != "scratch" and (args.init or args.manifest or args.speech_dir):
             raise InvalidInputError(
-                "--b-channels sets a new network's width; a fine-tune keeps its checkpoint's"
+                "--a-channels, --b-channels and --f-hidden size a new network;"
+                " a fine-tune keeps its checkpoint's"
             )
-        cfg["model"] = {"b_channels": args.b_channels}
+        cfg["model"] = sizes  # ModelConfig checks them
     # MixConfig checks the ranges.
     cfg["mix"] = {k: getattr(args, k) for k in MIX_FLAGS if getattr(args, k) is not None}
     final = train.train(cfg)

@@ -167,6 +167,13 @@ def test_cli_defaults_match_train_config():
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     assert all(defaults[k] == v for k, v in DEFAULTS.items())
+    # The size flags' help states ModelConfig's defaults.
+    from vadnet.model.network import ModelConfig
+    from vadnet.service.cmd_train import SIZE_FLAGS
+
+    assert {k: d for k, _, d in SIZE_FLAGS} == {
+        k: getattr(ModelConfig(), k) for k, _, _ in SIZE_FLAGS
+    }
 
 
 def test_dev_set_does_not_follow_the_training_mix(tmp_path, user_data):
