@@ -104,3 +104,32 @@ def f1(truth: np.ndarray, decision: np.ndarray) -> float:
     fp = float(np.sum(decision & (truth == 0)))
     fn = float(np.sum(~decision & (truth > 0)))
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def threshold_for_false_alarm(free_scores: np.ndarray, share: float) -> float:
+    """The lowest threshold at which at most ``share`` of ``free_scores`` (speech-free
+    frames) are called speech (``p >= threshold``)."""
+    if not free_scores.size:
+        return 0.0
+    allowed = int(np.floor(share * free_scores.size))
+    ranked = np.sort(free_scores)[::-1]
+    if allowed >= ranked.size:
+        return float(ranked[-1])
+    # just above the first score that would be one false alarm too many (ties stay out)
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def at_false_alarm(
+    truth: np.ndarray, scores: np.ndarray, free_scores: np.ndarray, share: float
+) -> dict:
+    """F1 and miss over (truth, scores) at the threshold that calls ``share`` of the
+    speech-free frames speech: two systems compared at the same false-alarm rate, whatever
+    their own default thresholds are calibrated to."""
+    th = threshold_for_false_alarm(free_scores, share)
+    speech = truth > 0
+    return {
+        "false_alarm": share,
+        "threshold": th,
+        "f1": f1(truth, scores >= th),
+        "miss": float((scores[speech] < th).mean()) if speech.any() else None,
+    }

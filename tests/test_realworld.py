@@ -19,7 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from _scenes import SceneConfig, load_or_build  # noqa: E402
-from _scoring import Frames, bootstrap_auc, scored_mask, to_grid  # noqa: E402
+from _scoring import (  # noqa: E402
+    Frames,
+    at_false_alarm,
+    bootstrap_auc,
+    scored_mask,
+    threshold_for_false_alarm,
+    to_grid,
+)
 
 
 def test_collar_drops_the_two_frames_each_side_of_an_edge():
@@ -33,6 +40,21 @@ def test_scores_go_to_the_10ms_grid_by_centre_sample():
     silero_like = np.array([0.1, 0.9, 0.3])  # frames of 512 samples
     grid = to_grid(silero_like, 512, 10)  # centres 80, 240, ..., 1520
     assert grid.tolist() == pytest.approx([0.1] * 3 + [0.9] * 3 + [0.3] * 4)
+
+
+def test_equal_false_alarm_threshold_calls_at_most_that_share_speech():
+    free = np.array([0.9, 0.8, 0.8, 0.3, 0.2, 0.1, 0.1, 0.05, 0.0, 0.0])
+    th = threshold_for_false_alarm(free, 0.1)  # one of ten frames may fire
+    assert (free >= th).sum() == 1 and 0.8 < th <= 0.9
+    # a tie at the cut stays out rather than going over the share
+    assert (free >= threshold_for_false_alarm(free, 0.2)).sum() == 1
+    assert (free >= threshold_for_false_alarm(free, 0.3)).sum() == 3
+    assert threshold_for_false_alarm(free, 1.0) == 0.0
+    truth = np.array([1, 1, 1, 1, 0, 0])
+    scores = np.array([0.95, 0.85, 0.5, 0.1, 0.9, 0.0])
+    res = at_false_alarm(truth, scores, free, 0.1)
+    assert res["miss"] == pytest.approx(0.5)  # 0.95 and 0.85 clear the threshold (just over 0.8)
+    assert res["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))  # plus one false alarm (0.9)
 
 
 def test_binned_bootstrap_matches_the_exact_auc_without_resampling():
@@ -105,9 +127,12 @@ def test_realworld_runs_end_to_end_on_a_tiny_cache(tmp_path, data_dir):
     for name, s in res["systems"].items():  # the tiny cache has wideband talkers at clean/20 dB
         assert 0.0 <= s["miss_wideband_speech"] <= 1.0, name
         assert 0.0 <= s["miss_through_phone_line"] <= 1.0, name
+        equal = s["at_equal_false_alarm"]  # the tiny cache has speech-free scenes
+        assert equal["false_alarm"] == 0.003 and 0.0 <= equal["miss"] <= 1.0, name
     md = (tmp_path / "rw.md").read_text()
     assert md.startswith("# Real-use scenes")
     assert "through a 300-3400 Hz phone line" in md
+    assert "F1 / miss at 0.3 % speech-free false alarms" in md
 
 
 def test_phone_line_takes_the_wideband_talkers_and_cuts_what_a_line_cannot_carry():
