@@ -12,8 +12,9 @@ training run sees), and only from recorded speech (no synthetic voice):
   here (coloured noise with a slow level drift and mains hum: not the training mixer's
   generator).
 
-The scene list is a pure function of the cache's dev clips and the seed; the fingerprint
-(SHA-256 over every scene's samples and labels) tells two builds apart. Truth is on a
+The scene list is a pure function of the cache's dev clips and the seed. Two fingerprints
+tell builds apart: the scene set's (each scene's description, length and truth) and the
+audio's (its int16 samples), which can also differ in the last bit between CPUs. Truth is on a
 10 ms grid from the clips' frame labels (``model/training/labels.py``).
 """
 
@@ -291,11 +292,25 @@ def build_scenes(pools: Pools, cfg: SceneConfig | None = None) -> list[Scene]:
 
 
 def fingerprint(scenes: list[Scene]) -> str:
-    """SHA-256 (first 16 hex digits) over every scene's int16 samples and 10 ms truth."""
+    """SHA-256 (first 16 hex digits) over every scene's description, length in samples and
+    10 ms truth. Why not the samples: two machines built the same set from the same sources
+    with every benchmark figure equal to the printed digit, but int16 samples that differ
+    (an AMD EPYC and the machine before it); decoding and resampling round differently on
+    different CPUs. This one names the set; :func:`audio_fingerprint` names the exact audio."""
+    h = hashlib.sha256()
+    for s in scenes:
+        h.update(json.dumps([s.name, s.group, s.background, s.snr, s.band, s.channel]).encode())
+        h.update(np.int64(s.audio.size).tobytes())
+        h.update(np.ascontiguousarray(s.truth, dtype="<i1").tobytes())
+    return h.hexdigest()[:16]
+
+
+def audio_fingerprint(scenes: list[Scene]) -> str:
+    """SHA-256 (first 16 hex digits) over every scene's int16 samples: the same on one machine
+    from one cache, not necessarily across CPUs (see :func:`fingerprint`)."""
     h = hashlib.sha256()
     for s in scenes:
         h.update(np.round(s.audio * 32767).astype("<i2").tobytes())
-        h.update(s.truth.tobytes())
     return h.hexdigest()[:16]
 
 
@@ -315,7 +330,7 @@ def load_or_build(cache_dir: str | Path, cfg: SceneConfig) -> tuple[list[Scene],
             audio = data[f"a{k}"].astype(np.float32) / 32767
             fields = {f: m[f] for f in ("name", "group", "background", "snr", "band", "channel")}
             scenes.append(Scene(audio=audio, truth=data[f"t{k}"], **fields))
-        return scenes, meta["fingerprint"], False
+        return scenes, fingerprint(scenes), False  # not the stored one: older sets stored audio's
     scenes = build_scenes(load_pools(cache_dir), cfg)
     # Stored as int16, as read back: the fingerprint is over exactly what is scored.
     for s in scenes:
@@ -327,6 +342,11 @@ def load_or_build(cache_dir: str | Path, cfg: SceneConfig) -> tuple[list[Scene],
         arrays[f"a{k}"] = np.round(s.audio * 32767).astype(np.int16)
         arrays[f"t{k}"] = s.truth
     np.savez(folder / "scenes.npz", **arrays)
-    meta = {"config": asdict(cfg), "fingerprint": fp, "scenes": [s.meta() for s in scenes]}
+    meta = {
+        "config": asdict(cfg),
+        "fingerprint": fp,
+        "audio_fingerprint": audio_fingerprint(scenes),
+    }
+    meta["scenes"] = [s.meta() for s in scenes]
     (folder / "scenes.json").write_text(json.dumps(meta, indent=1))
     return scenes, fp, True

@@ -35,7 +35,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _scenes import SNRS, Scene, SceneConfig, load_or_build, telephone  # noqa: E402
+from _scenes import (  # noqa: E402
+    SNRS,
+    Scene,
+    SceneConfig,
+    audio_fingerprint,
+    load_or_build,
+    telephone,
+)
 from _scoring import (  # noqa: E402
     Frames,
     at_false_alarm,
@@ -238,7 +245,8 @@ def markdown(res: dict, data: dict, command: str) -> str:
     out += (
         f"{data['scenes']} scenes, {data['minutes']:.1f} min ({data['speech_free_minutes']:.1f} "
         f"min speech-free, {data['speech_share'] * 100:.0f} % of scored frames speech), "
-        f"fingerprint `{data['fingerprint']}`, {data['scored_frames']} scored 10 ms frames "
+        f"fingerprint `{data['fingerprint']}` (audio `{data.get('audio_fingerprint', '?')}`), "
+        f"{data['scored_frames']} scored 10 ms frames "
         f"(+-20 ms collar), threshold {THRESHOLD} for every system, one thread each. "
         f"Machine: {data['machine']}.\n\n"
     )
@@ -315,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_interop_threads(1)
     cfg = SceneConfig(args.seed, args.minutes, args.min_scene_s, args.max_scene_s)
     scenes, fp, built = load_or_build(args.cache_dir, cfg)
-    print(f"scene set fingerprint {fp} ({len(scenes)} scenes, {'built' if built else 'cached'})")
+    audio_fp = audio_fingerprint(scenes)
+    print(
+        f"scene set fingerprint {fp}, audio {audio_fp}"
+        f" ({len(scenes)} scenes, {'built' if built else 'cached'})"
+    )
     systems, note = make_systems(args.model, not args.no_ten)
     if note:
         print(note)
@@ -329,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     free = [s for s in scenes if not s.group]
     data = {
         "fingerprint": fp,
+        "audio_fingerprint": audio_fp,
         "scene_config": vars(cfg),
         "scenes": len(scenes),
         "minutes": sum(s.audio.size for s in scenes) / SR / 60,

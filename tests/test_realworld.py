@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from vadnet.model.training.sources import build_cache
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from _scenes import SceneConfig, load_or_build  # noqa: E402
+from _scenes import SceneConfig, audio_fingerprint, fingerprint, load_or_build  # noqa: E402
 from _scoring import (  # noqa: E402
     Frames,
     at_false_alarm,
@@ -97,6 +98,13 @@ def test_scene_set_is_deterministic_and_built_once(tmp_path, data_dir):
     _, fp_b, _ = load_or_build(tiny_cache(tmp_path / "b", data_dir), cfg)
     assert built_a and not built_again
     assert fp_a == fp_again == fp_b
+    # the set's fingerprint names the scenes and truth, not the last bit of the samples
+    nudged = [replace(x, audio=x.audio + np.float32(1 / 32767)) for x in a]
+    assert fingerprint(nudged) == fp_a
+    assert audio_fingerprint(nudged) != audio_fingerprint(a)
+    truth = [replace(x, truth=x.truth.copy()) for x in a]
+    truth[-1].truth[0] ^= 1
+    assert fingerprint(truth) != fp_a
     assert sum(s.audio.size for s in a) >= 60 * 16000
     assert {s.band for s in a} <= {"wideband", "telephone"}
     free = [s for s in a if not s.group]
