@@ -12,7 +12,8 @@ from vadnet.model.errors import InvalidInputError
 _TRAIN_FLAGS = ("out_dir", "cache_dir", "speech_dir", "noise_dir", "manifest", "user_share", "init", "seed", "epochs",
                 "steps_per_epoch", "batch_size", "lr", "workers", "dev_examples", "calibration_examples", "device",
                 "calibration_max_false_alarm", "hard_negative_fraction",
-                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "ema_decay", "grow_b_dilations", "smoothness_weight")  # fmt: skip
+                "hard_negative_weight", "far_negative_fraction", "far_negative_margin_ms", "replay_fraction", "replay_buffer", "ema_decay", "grow_b_dilations", "smoothness_weight",
+                "rank_weight", "rank_negative_fraction")  # fmt: skip
 MIX_FLAGS = (
     "p_no_speech",
     "p_synthetic",
@@ -44,7 +45,7 @@ DEFAULTS = {"out_dir": "runs/bundled", "cache_dir": "cache/sources", "user_share
             "calibration_max_false_alarm": 0.005, "hard_negative_fraction": 0.0,
             "hard_negative_weight": 1.0, "far_negative_fraction": 0.0, "far_negative_margin_ms": 250.0,
             "replay_fraction": 0.0, "replay_buffer": 256, "ema_decay": 0.0, "grow_b_dilations": (),
-            "smoothness_weight": 0.0}  # fmt: skip
+            "smoothness_weight": 0.0, "rank_weight": 0.0, "rank_negative_fraction": 0.01}  # fmt: skip
 
 
 EPILOG = """\
@@ -160,6 +161,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="WEIGHT",
         help="penalise frame-to-frame changes of the output where the label does not change"
         " (default %(default)s: off; see TrainConfig.smoothness_weight)",
+    )
+    p.add_argument(
+        "--rank-weight",
+        type=float,
+        default=defaults["rank_weight"],
+        metavar="WEIGHT",
+        help="rank every speech frame above the highest-scored far negatives (a low false-alarm"
+        " ROC surrogate; default %(default)s: off; see TrainConfig.rank_weight)",
+    )
+    p.add_argument(
+        "--rank-negative-fraction",
+        type=float,
+        default=defaults["rank_negative_fraction"],
+        metavar="FRACTION",
+        help="the share of far negatives --rank-weight ranks speech above (default %(default)s)",
     )
     p.add_argument(
         "--replay-fraction",

@@ -108,6 +108,7 @@ def _in_process(work: Path, data: Path) -> dict[str, list[str]]:
         "zero_width": ["train", "--b-channels", "0", "--out", str(work / "t")],
         "zero_hidden": ["train", "--f-hidden", "0", "--out", str(work / "t")],
         "bad_smooth": ["train", "--smoothness-weight", "-1", "--out", str(work / "t")],
+        "bad_rank": ["train", "--rank-negative-fraction", "2", "--out", str(work / "t")],
         "bad_threads": ["detect", wav, "--threads", "0"],
     }
 
@@ -245,6 +246,7 @@ def test_export_command(runs, work, model):
         ("zero_width", ["model options", "b_channels", ">= 1"]),
         ("zero_hidden", ["model options", "f_hidden", ">= 1"]),
         ("bad_smooth", ["smoothness_weight must be >= 0, got -1.0"]),
+        ("bad_rank", ["rank_negative_fraction in (0, 1]", "0.0 and 2.0"]),
         ("bad_threads", ["--threads must be >= 1, got 0"]),
     ],
 )

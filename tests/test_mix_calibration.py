@@ -234,6 +234,47 @@ def test_smoothness_counts_only_where_the_label_holds():
     assert label_steady_change(logits[:, 5:7], labels[:, 5:7]) == 0
 
 
+def test_tail_rank_loss_weighs_only_speech_below_the_top_far_negatives():
+    """The term is the mean softplus(n - s) over speech frames s and the top share of the far
+    negatives n: a negative near speech (frame 2) is not a candidate, and with a fraction of
+    a quarter of 4 far negatives only the highest (frame 5) is ranked against. Its gradient
+    pushes that negative down and the speech frames up, the weaker one harder."""
+    from vadnet.model.training.labels import IGNORE
+    from vadnet.model.training.train import far_from_speech, frame_loss, tail_rank_loss
+
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, IGNORE]])
+    logits = torch.tensor([[2.0, -1.0, 5.0, -2.0, -4.0, 3.0, -2.0, 0.0, 6.0, 0.0]])
+    far = far_from_speech(labels, 2)  # frames 4..6
+    want = F.softplus(torch.tensor([3.0 - 2.0, 3.0 + 1.0])).mean()
+    assert torch.allclose(tail_rank_loss(logits, labels, far, 0.25), want)
+    plain = frame_loss(logits, labels, margin_frames=2)
+    ranked = frame_loss(
+        logits, labels, margin_frames=2, rank_weight=0.5, rank_negative_fraction=0.25
+    )
+    assert torch.allclose(ranked, plain + 0.5 * want)
+    x = logits.clone().requires_grad_(True)
+    tail_rank_loss(x, labels, far, 0.25).backward()
+    assert x.grad[0, 5] > 0 and x.grad[0, 1] < x.grad[0, 0] < 0
+    assert torch.count_nonzero(x.grad) == 3
+    # a tiny share still ranks against the single highest far negative
+    assert torch.allclose(tail_rank_loss(logits, labels, far, 1e-6), want)
+    # no speech or no candidate: zero, not NaN
+    assert tail_rank_loss(logits, torch.zeros_like(labels), far, 0.25) == 0
+    assert tail_rank_loss(logits, labels, torch.zeros_like(far), 0.25) == 0
+
+
+def test_rank_options_are_checked():
+    from vadnet.model.training.train import TrainConfig
+
+    for bad in (
+        {"rank_weight": -1.0},
+        {"rank_weight": float("nan")},
+        {"rank_negative_fraction": 0.0},
+    ):
+        with pytest.raises(InvalidInputError, match="rank_weight must be >= 0"):
+            TrainConfig(**bad)
+
+
 def test_smoothness_and_model_options_are_checked():
     from vadnet.model.training.train import TrainConfig
 
