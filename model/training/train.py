@@ -162,7 +162,10 @@ class TrainConfig:
     # level with Silero in pooled AUC but, at the threshold that calls 0.3 % of speech-free
     # frames speech, misses 8-20 % of speech frames to Silero's 3-7 %: a few confident
     # non-speech frames (single sounds) sit above quiet and noisy speech. BCE weighs each
-    # frame alone; this term weighs exactly those crossings. 0 turns it off.
+    # frame alone; this term weighs exactly those crossings. 0 turns it off. Off in the
+    # bundled recipe: at 1 on its stage 2 (v64, two seeds) AUC fell on every scene set
+    # (-0.0017 and -0.0023 per speech scene) and the miss at equal false alarms did not
+    # (docs/experiments.md): the batch's top negatives are not the real scenes' confusers.
     rank_weight: float = 0.0
     rank_negative_fraction: float = 0.01
     # Hard-example replay (model/training/replay.py): from each batch the ``replay_fraction`` of its
