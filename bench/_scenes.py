@@ -59,6 +59,10 @@ class SceneConfig:
             raise ValueError("minutes must be > 0 and speech_free_share in [0, 1)")
 
 
+# A scene's description: its fields other than audio and truth (stored, fingerprinted).
+DESCRIPTION = ("name", "group", "background", "snr", "band", "channel")
+
+
 @dataclass
 class Scene:
     """One scene: ``audio`` (T,) float32 at 16 kHz, ``truth`` (ceil(T / 160),) uint8."""
@@ -299,7 +303,7 @@ def fingerprint(scenes: list[Scene]) -> str:
     different CPUs. This one names the set; :func:`audio_fingerprint` names the exact audio."""
     h = hashlib.sha256()
     for s in scenes:
-        h.update(json.dumps([s.name, s.group, s.background, s.snr, s.band, s.channel]).encode())
+        h.update(json.dumps([getattr(s, f) for f in DESCRIPTION]).encode())
         h.update(np.int64(s.audio.size).tobytes())
         h.update(np.ascontiguousarray(s.truth, dtype="<i1").tobytes())
     return h.hexdigest()[:16]
@@ -328,7 +332,7 @@ def load_or_build(cache_dir: str | Path, cfg: SceneConfig) -> tuple[list[Scene],
         scenes = []
         for k, m in enumerate(meta["scenes"]):
             audio = data[f"a{k}"].astype(np.float32) / 32767
-            fields = {f: m[f] for f in ("name", "group", "background", "snr", "band", "channel")}
+            fields = {f: m[f] for f in DESCRIPTION}
             scenes.append(Scene(audio=audio, truth=data[f"t{k}"], **fields))
         return scenes, fingerprint(scenes), False  # not the stored one: older sets stored audio's
     scenes = build_scenes(load_pools(cache_dir), cfg)
@@ -346,7 +350,7 @@ def load_or_build(cache_dir: str | Path, cfg: SceneConfig) -> tuple[list[Scene],
         "config": asdict(cfg),
         "fingerprint": fp,
         "audio_fingerprint": audio_fingerprint(scenes),
+        "scenes": [s.meta() for s in scenes],
     }
-    meta["scenes"] = [s.meta() for s in scenes]
     (folder / "scenes.json").write_text(json.dumps(meta, indent=1))
     return scenes, fp, True

@@ -245,7 +245,7 @@ def markdown(res: dict, data: dict, command: str) -> str:
     out += (
         f"{data['scenes']} scenes, {data['minutes']:.1f} min ({data['speech_free_minutes']:.1f} "
         f"min speech-free, {data['speech_share'] * 100:.0f} % of scored frames speech), "
-        f"fingerprint `{data['fingerprint']}` (audio `{data.get('audio_fingerprint', '?')}`), "
+        f"fingerprint `{data['fingerprint']}` (audio `{data['audio_fingerprint']}`), "
         f"{data['scored_frames']} scored 10 ms frames "
         f"(+-20 ms collar), threshold {THRESHOLD} for every system, one thread each. "
         f"Machine: {data['machine']}.\n\n"

@@ -494,15 +494,15 @@ def frame_loss(
     loss = per_frame[counts].mean()
     if smoothness_weight > 0:
         loss = loss + smoothness_weight * label_steady_change(logits, labels)
+    mines_far = far_negative_fraction > 0 and weight > 0
+    far = far_from_speech(labels, margin_frames) if rank_weight > 0 or mines_far else None
     if rank_weight > 0:
-        far = far_from_speech(labels, margin_frames)
         loss = loss + rank_weight * tail_rank_loss(logits, labels, far, rank_negative_fraction)
     if weight <= 0:
         return loss
     negative = counts & (labels < 0.5)
     loss = loss + weight * _hardest(per_frame[negative], hard_negative_fraction)
-    if far_negative_fraction > 0:
-        far = far_from_speech(labels, margin_frames)
+    if mines_far:
         loss = loss + weight * _hardest(per_frame[far], far_negative_fraction)
     return loss
 
