@@ -45,6 +45,8 @@ class ModelConfig:
     # A: 16 ms filters resolve ~60 Hz bands, enough to see pitch harmonics and formants;
     # a 4 ms stride keeps onsets sharp. 64 filters is where the dev-clip trial stopped
     # improving; on the real-use scenes 128 (v61) gained ~0.001 AUC over three seeds.
+    # 32 ms filters (a_kernel 512, v66: finer bands for low voices' harmonics) missed less
+    # speech through a phone line but fired more on speech-free audio (docs/experiments.md).
     a_channels: int = 64
     a_kernel: int = 256
     a_stride: int = 64

@@ -33,6 +33,7 @@ MIX_FLAGS = (
 # ModelConfig fields that size a new network: (field, what it is, its default).
 SIZE_FLAGS = (
     ("a_channels", "number of A's filters", 64),
+    ("a_kernel", "length of A's filters in samples at 16 kHz, a multiple of 64", 256),
     ("b_channels", "width of B", 64),
     ("f_hidden", "width of F's hidden layer", 64),
 )
@@ -346,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
     if sizes:
         if args.init != "scratch" and (args.init or args.manifest or args.speech_dir):
             raise InvalidInputError(
-                "--a-channels, --b-channels and --f-hidden size a new network;"
+                "--a-channels, --a-kernel, --b-channels and --f-hidden size a new network;"
                 " a fine-tune keeps its checkpoint's"
             )
         cfg["model"] = sizes  # ModelConfig checks them
