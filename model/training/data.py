@@ -36,7 +36,11 @@ SPEECH_WEIGHTINGS = ("uniform", "sqrt_hours")
 class MixConfig:
     """How mixtures are drawn. Probabilities are per example unless said otherwise."""
 
-    example_s: float = 6.0  # > the net's 1 s receptive field, so most frames see full context
+    # > stage 1's 1 s receptive field, so most frames see full context. The grown 8 s net
+    # sees its whole reach only near a 6 s example's end, yet 12 s examples in stage 2
+    # (v65, docs/experiments.md) halved speech-free false alarms without ranking speech
+    # better on the real-use scenes, and one of two seeds was lower everywhere.
+    example_s: float = 6.0
     # Pure-background examples teach the false-alarm side (music!); at 0.3 the model still
     # called 8 % of held-out music frames speech. 0.35 in stage 2 (v52) scored lower on the
     # real-use scenes: F1 0.909 against 0.911.
