@@ -346,8 +346,9 @@ def run(args: argparse.Namespace) -> int:
     sizes = {k: getattr(args, k) for k, _, _ in SIZE_FLAGS if getattr(args, k) is not None}
     if sizes:
         if args.init != "scratch" and (args.init or args.manifest or args.speech_dir):
+            flags = ["--" + k.replace("_", "-") for k, _, _ in SIZE_FLAGS]
             raise InvalidInputError(
-                "--a-channels, --a-kernel, --b-channels and --f-hidden size a new network;"
+                f"{', '.join(flags[:-1])} and {flags[-1]} size a new network;"
                 " a fine-tune keeps its checkpoint's"
             )
         cfg["model"] = sizes  # ModelConfig checks them
