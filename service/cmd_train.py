@@ -28,6 +28,7 @@ MIX_FLAGS = (
     "band_low_hz",
     "band_high_hz",
     "buried_snr_db",
+    "snr_db",
     "speech_weighting",
 )  # MixConfig fields that have a flag
 # ModelConfig fields that size a new network: (field, what it is, its default).
@@ -281,6 +282,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     _hz_range(p, "--band-low-hz", "that band-pass's low edge", "100 450")
     _hz_range(p, "--band-high-hz", "its high edge", "3000 7000")
+    p.add_argument(
+        "--snr-db",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="range the speech-to-background ratio of noisy mixtures is drawn from, in dB"
+        " (default -5 25; 15 %% of mixtures are clean regardless)",
+    )
     p.add_argument(
         "--buried-snr-db",
         type=float,

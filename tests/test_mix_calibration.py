@@ -456,6 +456,9 @@ def test_telephone_channel_options_are_checked():
         MixConfig(p_telephone=1.2)
     # a checkpoint's train_config stores the mix as JSON lists
     assert MixConfig(telephone_orders=[4, 8]).telephone_orders == (4, 8)
+    assert MixConfig(snr_db=[0, 15]).snr_db == (0, 15)
+    with pytest.raises(InvalidInputError, match="snr_db must be"):
+        MixConfig(snr_db=(-40.0, 10.0))
 
 
 def test_telephone_order_sets_the_skirt_and_one_order_draws_nothing_extra():

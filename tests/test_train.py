@@ -250,7 +250,7 @@ def test_calibration_draw_extends_the_dev_set(tmp_path, user_data):
 
 def test_cli_size_flags_reach_a_new_network(tmp_path, user_data, capsys):
     """`vadnet train --a-channels/--a-kernel/--b-channels/--f-hidden` size the network the
-    run writes (the error paths are in tests/test_cli.py)."""
+    run writes, and `--snr-db` reaches its mix (the error paths are in tests/test_cli.py)."""
     from vadnet.service.cli import main
 
     out = tmp_path / "sized"
@@ -258,10 +258,14 @@ def test_cli_size_flags_reach_a_new_network(tmp_path, user_data, capsys):
     args = ["train", "--speech-dir", str(user_data / "speech"), "--noise-dir", str(user_data / "noise"),
             "--cache", str(tmp_path / "no-cache"), "--user-share", "1", "--init", "scratch",
             "--a-channels", "8", "--a-kernel", "128", "--b-channels", "8", "--f-hidden", "8",
-            "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--workers", "0",
+            "--snr-db", "0", "12.5", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--workers", "0",
             "--dev-examples", "4", "--calibration-examples", "4", "--out", str(out)]
     # fmt: on
     assert main(args) == 0
     cfg = load_model(out / "vadnet.pt").cfg
     assert (cfg.a_channels, cfg.a_kernel, cfg.b_channels, cfg.f_hidden) == (8, 128, 8, 8)
+    assert json.loads(read_checkpoint(out / "vadnet.pt")["train_config"])["mix"]["snr_db"] == [
+        0.0,
+        12.5,
+    ]
     assert capsys.readouterr().out.strip().endswith("vadnet.pt")
