@@ -49,9 +49,9 @@ class VadnetSystem:
 
     kind = "probability"
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, name: str = "vadnet") -> None:
         self.model = model.eval()
-        self.name = "vadnet"
+        self.name = name
 
     @torch.inference_mode()
     def scores(self, x: np.ndarray) -> np.ndarray:

@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/compare.py --cache-dir cache/sources            # the full run
     .venv/bin/python bench/compare.py --cache-dir /tmp/tiny --quick        # a smoke run
+    .venv/bin/python bench/compare.py --model runs/a/vadnet.pt --model runs/b/vadnet.pt
+
+A repeated ``--model`` scores and times each checkpoint in the same run (the first is
+``vadnet``, the others ``vadnet[NAME]``, NAME their folder), since speeds from separate
+runs on a shared machine cannot be compared; the user-path timings use the first only.
 
 Every system sees the same audio (see ``bench/_data.py``): the fixed dev set training
 evaluates on (speakers and sources never trained on), and dev-split music-only and
@@ -76,10 +81,18 @@ FULL = {
 }
 
 
+# Checkpoint file names that say nothing: such a checkpoint is named after its folder.
+STEMS = ("vadnet", "best", "last")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache-dir", default="cache/sources", help="built source cache")
-    p.add_argument("--model", default=None, help="vadnet checkpoint (default: the bundled one)")
+    p.add_argument(
+        "--model",
+        action="append",
+        help="vadnet checkpoint (default: the bundled one); repeat it to compare checkpoints",
+    )
     p.add_argument("--dev-examples", type=int, help="dev mixtures of 6 s (default 400)")
     p.add_argument("--max-noise-s", type=float, help="seconds of music and of noise (300 each)")
     p.add_argument("--max-clip-s", type=float, help="piece length of background clips (30)")
@@ -98,6 +111,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.dev_examples, args.streams, args.batch, args.chunk_ms, args.user_files) < 1:
         p.error("--dev-examples, --streams, --batch, --chunk-ms and --user-files must be >= 1")
     return args
+
+
+def model_names(paths: list[str | None]) -> list[str]:
+    """System names for the checkpoints: the first is "vadnet", the others "vadnet[NAME]"
+    with NAME the checkpoint's folder (runs/v61/vadnet.pt -> v61), or its file stem when
+    the file is not called vadnet.pt, best.pt or last.pt; repeats get a number."""
+    names = ["vadnet"]
+    for path in paths[1:]:
+        p = Path(path) if path else None
+        label = "bundled" if p is None else p.parent.name if p.stem in STEMS else p.stem
+        name, k = f"vadnet[{label}]", 2
+        while name in names:
+            name, k = f"vadnet[{label}-{k}]", k + 1
+        names.append(name)
+    return names
 
 
 def single_thread() -> None:
@@ -279,13 +307,28 @@ def ratios_and_targets(res: dict, stream: dict) -> tuple[dict, dict]:
     return ratios, targets
 
 
+def checkpoint_ratios(res: dict, streaming: dict) -> dict:
+    """Each further checkpoint against the first ("vadnet"), from the same run."""
+    v, s = res["vadnet"], streaming["vadnet"]
+    out = {}
+    for name, st in streaming.items():
+        if name == "vadnet":
+            continue
+        r = res[name]
+        out[f"xrt_{name}_over_vadnet"] = ratio(r["xrt_offline"], v["xrt_offline"])
+        out[f"xrt_batched_{name}_over_vadnet"] = ratio(r["xrt_batched"], v["xrt_batched"])
+        out[f"xrt_streaming_{name}_over_vadnet"] = ratio(st["xrt_streaming"], s["xrt_streaming"])
+        out[f"auc_{name}_minus_vadnet"] = r["dev_auc"] - v["dev_auc"]
+    return out
+
+
 def fmt(x, spec: str = ".4f") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     return format(x, spec)
 
 
-def markdown(res: dict, stream: dict, streams: int, chunk_ms: int, batch: int) -> str:
+def markdown(res: dict, streaming: dict, streams: int, chunk_ms: int, batch: int) -> str:
     head = (
         "| system | dev ROC-AUC | dev F1 @0.5 | late / early ms | FA noise | FA music "
         f"| x real time, 1 thread | x real time, batch {batch} | state / stream |\n"
@@ -294,8 +337,8 @@ def markdown(res: dict, stream: dict, streams: int, chunk_ms: int, batch: int) -
     rows = []
     for name, r in res.items():
         state = r["state_bytes_per_stream"]
-        if name == "vadnet":
-            state = stream["state_bytes_per_stream"]
+        if name in streaming:
+            state = streaming[name]["state_bytes_per_stream"]
         rows.append(
             f"| {name}{' (binary)' if r['kind'] == 'binary' else ''} | {fmt(r['dev_auc'])} "
             f"| {fmt(r['dev_f1'])} | {fmt(r['dev_late_ms'], '.0f')} / {fmt(r['dev_early_ms'], '.0f')} "
@@ -303,10 +346,11 @@ def markdown(res: dict, stream: dict, streams: int, chunk_ms: int, batch: int) -
             f"| {fmt(r['xrt_offline'], '.0f')} | {fmt(r['xrt_batched'], '.0f')} "
             f"| {f'{state} B' if state else 'n/a'} |"
         )
-    rows.append(
-        f"| vadnet streaming ({streams} streams x {chunk_ms} ms) | | | | | "
-        f"| {fmt(stream['xrt_streaming'], '.0f')} | | {stream['state_bytes_per_stream']} B |"
-    )
+    rows += [
+        f"| {name} streaming ({streams} streams x {chunk_ms} ms) | | | | | "
+        f"| {fmt(st['xrt_streaming'], '.0f')} | | {st['state_bytes_per_stream']} B |"
+        for name, st in streaming.items()
+    ]
     segments = (
         "\nSpeech segments on background-only audio (the segmenter's defaults: threshold 0.5,"
         " min_speech_duration_ms 250, min_silence_duration_ms 100, speech_pad_ms 30):\n\n"
@@ -387,31 +431,43 @@ def run(argv: list[str] | None) -> int:
         f"music {music.seconds:.0f} s in {len(music.clips)} clips, "
         f"noise {noise.seconds:.0f} s in {len(noise.clips)} clips"
     )
-    model = load_model(args.model)
+    paths = args.model or [None]
+    names = model_names(paths)
+    models = {name: load_model(path) for name, path in zip(names, paths, strict=True)}
+    model = models["vadnet"]
     systems = [
-        VadnetSystem(model),
+        *(VadnetSystem(m, name) for name, m in models.items()),
         SileroSystem(onnx=True),
         SileroSystem(onnx=False),
         *(WebrtcSystem(mode, args.webrtc_frame_ms) for mode in range(4)),
     ]
-    res, vadnet_dev = {}, None
+    res, dev_probs = {}, {}
     for system in systems:
         log(f"scoring {system.name} ...")
         res[system.name], probs = evaluate(system, dev, music, noise, args.batch)
-        if system.name == "vadnet":
-            vadnet_dev = probs
+        if system.name in models:
+            dev_probs[system.name] = probs
     log(f"streaming: {args.streams} streams x {args.chunk_ms} ms chunks ...")
-    stream = evaluate_streaming(model, dev, vadnet_dev, args.streams, args.chunk_ms)
+    streams = {
+        name: evaluate_streaming(m, dev, dev_probs[name], args.streams, args.chunk_ms)
+        for name, m in models.items()
+    }
+    stream = streams["vadnet"]
     log(f"user paths: {args.user_files} files through detect, streaming and ONNX ...")
     user = _userpaths.run(model, dev.audio, args.user_files, args.chunk_ms, args.user_file_s)
     ratios, targets = ratios_and_targets(res, stream)
     ratios.update(user["ratios"])
+    ratios.update(checkpoint_ratios(res, streams))
 
-    table = markdown(res, stream, args.streams, args.chunk_ms, args.batch)
+    table = markdown(res, streams, args.streams, args.chunk_ms, args.batch)
     user_table = _userpaths.markdown(user)
     lines = [
         f"Command: `{command}`",
-        f"Model: {args.model or bundled_path()} (version {model_version(args.model)})",
+        *(
+            f"Model{'' if name == 'vadnet' else f' {name}'}: {path or bundled_path()}"
+            f" (version {model_version(path)})"
+            for name, path in zip(names, paths, strict=True)
+        ),
         f"Machine: {host['cpu']}, {host['cpu_count']} CPUs, load {host['loadavg_at_start'][0]:.1f}"
         " at start (shared: compare ratios, not absolute speeds)",
         f"Audio: dev {dev.seconds:.0f} s ({len(dev.audio)} x 6 s mixtures, "
@@ -425,7 +481,10 @@ def run(argv: list[str] | None) -> int:
         table,
         "FA = share of 16 ms frames called speech on speech-free clips; x real time = audio s "
         "per CPU s (time.process_time) on one thread.",
-        f"vadnet streaming max |streaming - offline| = {stream['max_abs_diff_vs_offline']:.2e}",
+        *(
+            f"{name} streaming max |streaming - offline| = {st['max_abs_diff_vs_offline']:.2e}"
+            for name, st in streams.items()
+        ),
         "",
         "Ratios (one run):",
         *(f"- {k}: {fmt(v, '.3f')}" for k, v in ratios.items()),
@@ -439,8 +498,12 @@ def run(argv: list[str] | None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     blob = {
         "command": command,
-        "model": str(args.model or bundled_path()),
-        "model_version": model_version(args.model),
+        "model": str(paths[0] or bundled_path()),
+        "model_version": model_version(paths[0]),
+        "models": [
+            {"name": name, "path": str(path or bundled_path()), "version": model_version(path)}
+            for name, path in zip(names, paths, strict=True)
+        ],
         "options": vars(args),
         "machine": host,
         "data": {
@@ -457,6 +520,7 @@ def run(argv: list[str] | None) -> int:
         },
         "systems": res,
         "vadnet_streaming": stream,
+        "streaming": streams,
         "user_paths": user,
         "ratios": ratios,
         "targets": targets,

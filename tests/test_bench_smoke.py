@@ -144,3 +144,27 @@ def test_detect_priority_runs_both_phases_and_sees_the_detect_process(tmp_path):
     assert "vadnet-detect" in mixed["server_threads"]
     assert "vadnet-detect" not in alone["server_threads"]
     assert "p99 with Detects / alone" in proc.stdout
+
+
+def test_compare_scores_repeated_models_side_by_side(tmp_path, data_dir):
+    """A repeated --model: each checkpoint is scored, timed and streamed in the same run,
+    named after its folder, with its ratios against the first."""
+    from vadnet.model.checkpoint import bundled_path
+
+    cache = tiny_cache(tmp_path, data_dir)
+    out = tmp_path / "two.json"
+    first = str(bundled_path())
+    again = tmp_path / "again" / "vadnet.pt"
+    again.parent.mkdir()
+    again.write_bytes(Path(first).read_bytes())
+    proc = run_bench("compare.py", cache, out, "--quick", "--model", first, "--model", str(again))
+    res = json.loads(out.read_text())
+    assert set(res["systems"]) == SYSTEMS | {"vadnet[again]"}
+    assert [m["name"] for m in res["models"]] == ["vadnet", "vadnet[again]"]
+    # the same weights score the same; only the timings may differ
+    assert res["systems"]["vadnet[again]"]["dev_auc"] == res["systems"]["vadnet"]["dev_auc"]
+    assert res["ratios"]["auc_vadnet[again]_minus_vadnet"] == 0.0
+    assert res["ratios"]["xrt_vadnet[again]_over_vadnet"] > 0
+    assert res["streaming"]["vadnet[again]"]["max_abs_diff_vs_offline"] < 1e-4
+    assert "| vadnet[again] streaming (" in proc.stdout
+    assert f"Model vadnet[again]: {again}" in proc.stdout
