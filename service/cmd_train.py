@@ -288,7 +288,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("LOW", "HIGH"),
         help="range the speech-to-background ratio of noisy mixtures is drawn from, in dB"
-        " (default -5 25; 15 %% of mixtures are clean regardless)",
+        " (default -5 25; 15 %% of the mixtures with speech are clean regardless)",
     )
     p.add_argument(
         "--buried-snr-db",
